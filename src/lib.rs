@@ -1,0 +1,12 @@
+//! pare: an ONNX-to-ONNX optimizing compiler for low-power inference.
+//!
+//! Data flow: bytes → [`onnx`] (ModelProto) → [`ir`] (petgraph graph, shapes
+//! inferred) → passes → [`ir::export`] → [`onnx`] → bytes. [`cost`] counts
+//! what a graph costs; [`inspect`] reports it per layer; [`pipeline`] strings
+//! the stages together for the CLI and for toolchains embedding pare.
+
+pub mod cost;
+pub mod inspect;
+pub mod ir;
+pub mod onnx;
+pub mod pipeline;
