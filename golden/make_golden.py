@@ -378,7 +378,12 @@ def legacy_attrs_op9(b: Builder):
     a, rest = b.op("Split", [s], n_out=2, axis=1, split=[1, 3])
     sq = b.op("Squeeze", [a], axes=[1])
     un = b.op("Unsqueeze", [sq], axes=[1])
-    m = b.op("Mul", [un, rest])                                                       # 1x3x16x16
+    attrs_pipeline_tail(b, un, rest)                                                  # 1x3x16x16
+
+
+def attrs_pipeline_tail(b: "Builder", un: str, rest: str) -> None:
+    """The shared end of the attribute-vs-input pipelines (ops whose form did not change)."""
+    m = b.op("Mul", [un, rest])
     mean = b.op("ReduceMean", [m], axes=[2, 3], keepdims=1)
     t = b.op("Transpose", [m], perm=[0, 2, 3, 1])
     f = b.op("Tanh", [b.op("LeakyRelu", [b.op("Flatten", [t], axis=1)], alpha=0.2)])
@@ -403,12 +408,7 @@ def attrs_as_inputs_op13(b: Builder):
     a, rest = b.op("Split", [s, b.i64("split", [1, 3])], n_out=2, axis=1)
     sq = b.op("Squeeze", [a, b.i64("sq_axes", [1])])
     un = b.op("Unsqueeze", [sq, b.i64("unsq_axes", [1])])
-    m = b.op("Mul", [un, rest])
-    mean = b.op("ReduceMean", [m], axes=[2, 3], keepdims=1)
-    t = b.op("Transpose", [m], perm=[0, 2, 3, 1])
-    f = b.op("Tanh", [b.op("LeakyRelu", [b.op("Flatten", [t], axis=1)], alpha=0.2)])
-    b.output(f, "flat")
-    b.output(mean, "mean")
+    attrs_pipeline_tail(b, un, rest)
 
 
 @golden("attrs_as_inputs_op21", 21,

@@ -2,9 +2,9 @@
 //! order (the original order where it was already topological), every
 //! declaration and pass-through field as it came.
 
-use super::graph::{Graph, Model, Node, ValueId, ValueInfoEntry};
+use super::graph::{Graph, GraphIo, Model, Node, ValueId, ValueInfoEntry};
 use super::IrError;
-use crate::onnx::proto::{GraphProto, ModelProto, NodeProto};
+use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
 
 /// Writes a model's IR as a ModelProto.
 pub fn export(model: Model) -> Result<ModelProto, IrError> {
@@ -42,24 +42,8 @@ fn export_graph(mut graph: Graph) -> Result<GraphProto, IrError> {
             Some(tensor)
         })
         .collect();
-    proto.input = graph
-        .inputs
-        .iter()
-        .map(|io| {
-            let mut declared = io.declared.clone();
-            declared.name = Some(graph.value(io.value).name.clone());
-            declared
-        })
-        .collect();
-    proto.output = graph
-        .outputs
-        .iter()
-        .map(|io| {
-            let mut declared = io.declared.clone();
-            declared.name = Some(graph.value(io.value).name.clone());
-            declared
-        })
-        .collect();
+    proto.input = declarations(&graph, &graph.inputs);
+    proto.output = declarations(&graph, &graph.outputs);
     proto.value_info = std::mem::take(&mut graph.value_info)
         .into_iter()
         .filter_map(|entry| match entry {
@@ -73,6 +57,17 @@ fn export_graph(mut graph: Graph) -> Result<GraphProto, IrError> {
         })
         .collect();
     Ok(proto)
+}
+
+/// The declarations of graph inputs or outputs, under their values' current names.
+fn declarations(graph: &Graph, ios: &[GraphIo]) -> Vec<ValueInfoProto> {
+    ios.iter()
+        .map(|io| {
+            let mut declared = io.declared.clone();
+            declared.name = Some(graph.value(io.value).name.clone());
+            declared
+        })
+        .collect()
 }
 
 fn export_node(node: Node, input: Vec<String>, output: Vec<String>) -> NodeProto {

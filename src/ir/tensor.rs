@@ -86,6 +86,16 @@ pub fn to_i64(tensor: &TensorProto) -> Option<Vec<i64>> {
         DataType::Uint16 => raw.chunks_exact(2).map(|c| i64::from(u16::from_le_bytes(c.try_into().unwrap()))).collect(),
         DataType::Int8 => raw.iter().map(|&b| i64::from(b as i8)).collect(),
         DataType::Uint8 | DataType::Bool => raw.iter().map(|&b| i64::from(b)).collect(),
+        // Two 4-bit elements per byte, the first in the low nibble.
+        DataType::Int4 | DataType::Uint4 => {
+            let count = usize::try_from(element_count(tensor)?).ok()?;
+            let nibbles = raw.iter().flat_map(|&b| [b & 0x0f, b >> 4]);
+            if dtype == DataType::Int4 {
+                nibbles.take(count).map(|n| i64::from(((n << 4) as i8) >> 4)).collect()
+            } else {
+                nibbles.take(count).map(i64::from).collect()
+            }
+        }
         _ => return None,
     })
 }
@@ -121,28 +131,25 @@ pub fn to_f64(tensor: &TensorProto) -> Option<Vec<f64>> {
     }
 }
 
-/// A new int64 tensor with the given dims and elements, stored as raw data.
-pub fn from_i64(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
-    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+/// A new tensor of the given type and dims from little-endian packed bytes.
+pub fn from_raw(name: &str, dtype: DataType, dims: &[i64], raw: Vec<u8>) -> TensorProto {
     TensorProto {
         name: Some(name.to_string()),
         dims: dims.to_vec(),
-        data_type: Some(DataType::Int64.code()),
+        data_type: Some(dtype.code()),
         raw_data: Some(Bytes::from(raw)),
         ..Default::default()
     }
 }
 
+/// A new int64 tensor with the given dims and elements, stored as raw data.
+pub fn from_i64(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
+    from_raw(name, DataType::Int64, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+}
+
 /// A new float tensor with the given dims and elements, stored as raw data.
 pub fn from_f32(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
-    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    TensorProto {
-        name: Some(name.to_string()),
-        dims: dims.to_vec(),
-        data_type: Some(DataType::Float.code()),
-        raw_data: Some(Bytes::from(raw)),
-        ..Default::default()
-    }
+    from_raw(name, DataType::Float, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
 #[cfg(test)]
@@ -159,6 +166,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(to_i64(&raw), Some(vec![1, -2, 3]));
+        let int4 = from_raw("q", DataType::Int4, &[3], vec![0xf7, 0x08]);
+        assert_eq!(to_i64(&int4), Some(vec![7, -1, -8]));
+        let uint4 = from_raw("q", DataType::Uint4, &[3], vec![0xf7, 0x08]);
+        assert_eq!(to_i64(&uint4), Some(vec![7, 15, 8]));
         assert_eq!(to_i64(&typed), Some(vec![1, -2, 3]));
         assert_eq!(raw_bytes(&typed), raw.raw_data);
     }

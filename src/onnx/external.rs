@@ -119,7 +119,7 @@ impl<'a> ExternalLoader<'a> {
                 if !real_file.starts_with(&real_base) {
                     return Err(location_error("resolves (through a link) to a file outside the model's folder".into()));
                 }
-                let data = Bytes::from(std::fs::read(&real_file).map_err(missing)?);
+                let data = super::read::map_file(&real_file).map_err(missing)?;
                 self.files.insert(reference.location.clone(), data.clone());
                 data
             }

@@ -1,6 +1,6 @@
-//! Reading a model: the whole file (or stdin) into one buffer, decoded with
-//! tensor data sliced from that buffer rather than copied, then its external
-//! data loaded. Anything that is not a well-formed ONNX model is refused with
+//! Reading a model: the file is mapped into memory (stdin is read into one
+//! buffer), decoded with tensor data sliced from that mapping rather than
+//! copied, then its external data loaded the same way. Anything that is not a well-formed ONNX model is refused with
 //! an error naming the file.
 
 use std::io::Read;
@@ -36,16 +36,34 @@ pub fn read_model(path: &Path) -> Result<Loaded, OnnxError> {
     let (bytes, base_dir) = if is_stdio(path) {
         let mut buffer = Vec::new();
         std::io::stdin().lock().read_to_end(&mut buffer).map_err(read_error)?;
-        (buffer, PathBuf::from("."))
+        (Bytes::from(buffer), PathBuf::from("."))
     } else {
-        let bytes = std::fs::read(path).map_err(read_error)?;
+        let bytes = map_file(path).map_err(read_error)?;
         let base_dir = match path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
             _ => PathBuf::from("."),
         };
         (bytes, base_dir)
     };
-    decode_model(Bytes::from(bytes), path, base_dir)
+    decode_model(bytes, path, base_dir)
+}
+
+/// The contents of a file, mapped rather than copied when it is a regular
+/// file: tensor data then costs no copy and no fresh memory. pare never
+/// writes over a file in place (outputs are renamed into place), so a mapping
+/// of its own input stays valid while it runs.
+pub fn map_file(path: &Path) -> std::io::Result<Bytes> {
+    let file = std::fs::File::open(path)?;
+    let metadata = file.metadata()?;
+    if metadata.is_file() && metadata.len() > 0 {
+        // SAFETY: the mapping is read-only and private; see the note above on
+        // files changing underneath it.
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
+        return Ok(Bytes::from_owner(map));
+    }
+    let mut buffer = Vec::new();
+    (&file).read_to_end(&mut buffer)?;
+    Ok(Bytes::from(buffer))
 }
 
 /// Decodes model bytes and loads external data relative to `base_dir`.

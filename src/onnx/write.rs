@@ -1,6 +1,7 @@
 //! Writing a model: streamed straight to a temporary file beside the target
 //! (never building the whole encoding in memory), then renamed into place, so
-//! a failure leaves no partial output. Large tensors go to a `.data` file when
+//! a failure leaves no partial output. (No fsync: the rename protects against
+//! errors, not against power loss, as with other model writers.) Large tensors go to a `.data` file when
 //! the caller asks, when the input had external data, or when the model would
 //! exceed protobuf's 2 GiB limit.
 
@@ -112,7 +113,6 @@ pub fn write_model(mut model: ModelProto, path: &Path, options: &WriteOptions) -
     }
     let temp = tempfile::Builder::new().prefix(".pare-").tempfile_in(&folder).map_err(write_error)?;
     let model_bytes = stream_message(&model, temp.as_file()).map_err(write_error)?;
-    temp.as_file().sync_all().map_err(write_error)?;
     let external = match data_file {
         Some((data_temp, data_path, size)) => {
             data_temp.persist(&data_path).map_err(|e| write_error(e.error))?;
@@ -162,8 +162,6 @@ fn store_externally(
         Ok(())
     })?;
     writer.flush()?;
-    drop(writer);
-    file.sync_all()?;
     Ok(offset)
 }
 
