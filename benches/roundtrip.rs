@@ -3,7 +3,8 @@
 //! - `pare optimize M -o - > /dev/null` against `cat M > /dev/null` (the bytes
 //!   read, decoded, carried through the IR, encoded and written to the same sink);
 //! - `pare optimize M -o OUT` against `cp M OUT` (what writing a file costs here);
-//! and pare's peak resident memory against the model's size.
+//!
+//! It also reports pare's peak resident memory against the model's size.
 //!
 //! Run: `cargo bench --bench roundtrip` (after scripts/fetch_models.py).
 //! Goal (issue 2): VGG-19 within 3x of cat, peak memory under 2x the model.
@@ -14,9 +15,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Runs a command to completion; returns its wall time and peak resident memory.
+// The child is reaped by wait4 (which also yields its resource usage), not Child::wait.
+#[allow(clippy::zombie_processes)]
 fn measure(command: &mut Command) -> (Duration, u64) {
     let start = Instant::now();
-    let child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("command starts");
+    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("command starts");
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: rusage is plain old data, and wait4 reaps only the child we spawned.
@@ -62,9 +65,8 @@ fn main() {
             let _ = std::fs::remove_file(out);
         };
         let (cat, _) = best_of(3, || measure(Command::new("cat").arg(&path)));
-        let (to_null, peak) = best_of(3, || {
-            measure(Command::new(pare).arg("optimize").arg(&path).args(["-o", "-", "--passes", "none"]))
-        });
+        let (to_null, peak) =
+            best_of(3, || measure(Command::new(pare).arg("optimize").arg(&path).args(["-o", "-", "--passes", "none"])));
         let (copy, _) = best_of(3, || {
             fresh(&out);
             measure(Command::new("cp").arg(&path).arg(&out))

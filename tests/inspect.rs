@@ -40,8 +40,11 @@ fn rounded(value: u64, unit: f64) -> f64 {
 fn resnet_block_counts_are_exact() {
     // golden/resnet_block_op13: see golden/make_golden.py for its layers.
     let path = common::repo().join("golden/resnet_block_op13/model.onnx");
-    let report = report_of(&path, &[]);
-    let loaded = pipeline::load(&path, &[]).unwrap();
+    let shapes = common::golden_input_shapes(&path);
+    assert_eq!(shapes, ["images=2,3,32,32"]);
+    let report = report_of(&path, &shapes);
+    let fixed: Vec<_> = shapes.iter().map(|s| pare::ir::infer::parse_input_shape(s).unwrap()).collect();
+    let loaded = pipeline::load(&path, &fixed).unwrap();
     // Recount from first principles: weight elements and Conv/Gemm MACs.
     let graph = &loaded.model.graph;
     let mut params = 0u64;
@@ -49,18 +52,24 @@ fn resnet_block_counts_are_exact() {
         params += pare::ir::tensor::element_count(graph.value(id).initializer.as_ref().unwrap()).unwrap();
     }
     assert_eq!(report.params, params);
-    let mut macs = 0u64;
+    let known = |id| graph.value(id).shape.as_ref().unwrap().as_known().unwrap();
+    let mut macs = 0i64;
+    let mut linear_layers = 0;
     for index in graph.nodes.node_indices() {
         let node = graph.node(index);
-        if node.op_type == "Conv" {
-            let w = graph.value(node.input(1).unwrap()).shape.as_ref().unwrap().as_known().unwrap();
-            let y = graph.value(node.output(0).unwrap()).shape.as_ref().unwrap().as_known().unwrap();
-            macs += (y.iter().product::<i64>() * w[1..].iter().product::<i64>()) as u64;
+        let y = || known(node.output(0).unwrap());
+        match node.op_type.as_str() {
+            // N·Cout·H·W · Cin/groups·Kh·Kw
+            "Conv" => macs += y().iter().product::<i64>() * known(node.input(1).unwrap())[1..].iter().product::<i64>(),
+            // M·N · K
+            "Gemm" | "MatMul" => macs += y().iter().product::<i64>() * known(node.input(0).unwrap())[1],
+            _ => continue,
         }
+        linear_layers += 1;
     }
-    assert!(macs > 0);
+    assert!(linear_layers >= 3, "a conv block and a head");
     assert_eq!(report.layers_with_unknown_macs, 0);
-    assert!(report.macs >= macs);
+    assert_eq!(report.macs, macs as u64);
 }
 
 #[test]
@@ -79,7 +88,7 @@ fn resnet50_and_vgg19_match_published_figures() {
 #[test]
 fn every_model_is_inspected_with_all_shapes_known() {
     let mut models: Vec<(std::path::PathBuf, Vec<String>, Option<u64>)> =
-        common::golden_models().into_iter().map(|p| (p, Vec::new(), None)).collect();
+        common::golden_models().into_iter().map(|p| (p.clone(), common::golden_input_shapes(&p), None)).collect();
     models.extend(common::fetched_models().into_iter().map(|m| (m.path, m.input_shapes, m.params)));
     for (path, shapes, expected_params) in models {
         let report = report_of(&path, &shapes);

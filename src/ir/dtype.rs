@@ -114,8 +114,7 @@ impl DataType {
         Some(match self {
             Uint2 | Int2 => 2,
             Uint4 | Int4 | Float4E2M1 => 4,
-            Uint8 | Int8 | Bool | Float8E4M3Fn | Float8E4M3Fnuz | Float8E5M2 | Float8E5M2Fnuz
-            | Float8E8M0 => 8,
+            Uint8 | Int8 | Bool | Float8E4M3Fn | Float8E4M3Fnuz | Float8E5M2 | Float8E5M2Fnuz | Float8E8M0 => 8,
             Uint16 | Int16 | Float16 | Bfloat16 => 16,
             Float | Int32 | Uint32 => 32,
             Double | Int64 | Uint64 | Complex64 => 64,
@@ -151,10 +150,7 @@ impl DataType {
     /// Integer types (signed or unsigned, any width); not bool.
     pub fn is_integer(self) -> bool {
         use DataType::*;
-        matches!(
-            self,
-            Uint8 | Int8 | Uint16 | Int16 | Int32 | Int64 | Uint32 | Uint64 | Uint4 | Int4 | Uint2 | Int2
-        )
+        matches!(self, Uint8 | Int8 | Uint16 | Int16 | Int32 | Int64 | Uint32 | Uint64 | Uint4 | Int4 | Uint2 | Int2)
     }
 
     /// The lower-case name ONNX's documentation uses (`float`, `int64`, ...).

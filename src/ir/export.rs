@@ -72,9 +72,7 @@ fn declarations(graph: &Graph, ios: &[GraphIo]) -> Vec<ValueInfoProto> {
 
 fn export_node(node: Node, input: Vec<String>, output: Vec<String>) -> NodeProto {
     let mut proto = node.passthrough;
-    let keep = |field: Option<String>, value: &str| {
-        (field.is_some() || !value.is_empty()).then(|| value.to_string())
-    };
+    let keep = |field: Option<String>, value: &str| (field.is_some() || !value.is_empty()).then(|| value.to_string());
     proto.name = keep(proto.name, &node.name);
     proto.domain = keep(proto.domain, &node.domain);
     proto.op_type = Some(node.op_type);

@@ -5,10 +5,10 @@
 
 use std::collections::HashSet;
 
+use super::dtype::DataType;
 use super::graph::{Graph, GraphIo, Model, Node, Producer, Value, ValueId, ValueInfoEntry};
 use super::shape::Shape;
 use super::IrError;
-use super::dtype::DataType;
 use crate::onnx::proto::{type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, ValueInfoProto};
 
 /// Builds the IR of a model.

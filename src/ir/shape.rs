@@ -65,9 +65,7 @@ impl Shape {
                 .iter()
                 .map(|dim| match &dim.value {
                     Some(tensor_shape_proto::dimension::Value::DimValue(v)) => Dim::Known(*v),
-                    Some(tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => {
-                        Dim::Symbol(p.clone())
-                    }
+                    Some(tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => Dim::Symbol(p.clone()),
                     _ => Dim::Unknown,
                 })
                 .collect(),
@@ -82,9 +80,7 @@ impl Shape {
                 .map(|dim| tensor_shape_proto::Dimension {
                     value: match dim {
                         Dim::Known(v) => Some(tensor_shape_proto::dimension::Value::DimValue(*v)),
-                        Dim::Symbol(p) => {
-                            Some(tensor_shape_proto::dimension::Value::DimParam(p.clone()))
-                        }
+                        Dim::Symbol(p) => Some(tensor_shape_proto::dimension::Value::DimParam(p.clone())),
                         Dim::Unknown => None,
                     },
                     denotation: None,

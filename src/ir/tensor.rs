@@ -46,27 +46,34 @@ pub fn raw_bytes(tensor: &TensorProto) -> Option<Bytes> {
         Int16 | Uint16 | Float16 | Bfloat16 => {
             tensor.int32_data.iter().for_each(|v| out.extend(&(*v as u16).to_le_bytes()))
         }
-        Int8 | Uint8 | Bool | Float8E4M3Fn | Float8E4M3Fnuz | Float8E5M2 | Float8E5M2Fnuz
-        | Float8E8M0 => tensor.int32_data.iter().for_each(|v| out.push(*v as u8)),
-        // Sub-byte types store already packed bytes in int32_data, one per entry.
-        Int4 | Uint4 | Float4E2M1 | Int2 | Uint2 => {
+        Int8 | Uint8 | Bool | Float8E4M3Fn | Float8E4M3Fnuz | Float8E5M2 | Float8E5M2Fnuz | Float8E8M0 => {
             tensor.int32_data.iter().for_each(|v| out.push(*v as u8))
         }
+        // Sub-byte types store already packed bytes in int32_data, one per entry.
+        Int4 | Uint4 | Float4E2M1 | Int2 | Uint2 => tensor.int32_data.iter().for_each(|v| out.push(*v as u8)),
         String | Other(_) => return None,
     }
     (out.len() == expected).then(|| Bytes::from(out))
 }
 
-/// The elements as i64, for integer and bool tensors.
+/// The elements as i64, for integer and bool tensors; `None` when the stored
+/// data does not hold exactly as many elements as the dims say.
 pub fn to_i64(tensor: &TensorProto) -> Option<Vec<i64>> {
+    let values = stored_i64(tensor)?;
+    (values.len() as u64 == element_count(tensor)?).then_some(values)
+}
+
+fn stored_i64(tensor: &TensorProto) -> Option<Vec<i64>> {
     let dtype = dtype(tensor)?;
     if tensor.raw_data.is_none() {
         match dtype {
             DataType::Int64 => return Some(tensor.int64_data.clone()),
-            DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::Uint16
-            | DataType::Uint8 | DataType::Bool => {
-                return Some(tensor.int32_data.iter().map(|&v| i64::from(v)).collect())
-            }
+            DataType::Int32
+            | DataType::Int16
+            | DataType::Int8
+            | DataType::Uint16
+            | DataType::Uint8
+            | DataType::Bool => return Some(tensor.int32_data.iter().map(|&v| i64::from(v)).collect()),
             DataType::Uint32 | DataType::Uint64 => {
                 return tensor.uint64_data.iter().map(|&v| i64::try_from(v).ok()).collect()
             }
@@ -100,8 +107,15 @@ pub fn to_i64(tensor: &TensorProto) -> Option<Vec<i64>> {
     })
 }
 
-/// The elements as f64, for float tensors of 16 bits or more and integers.
+/// The elements as f64, for float tensors of 16 bits or more and integers;
+/// `None` when the stored data does not hold exactly as many elements as the
+/// dims say.
 pub fn to_f64(tensor: &TensorProto) -> Option<Vec<f64>> {
+    let values = stored_f64(tensor)?;
+    (values.len() as u64 == element_count(tensor)?).then_some(values)
+}
+
+fn stored_f64(tensor: &TensorProto) -> Option<Vec<f64>> {
     let dtype = dtype(tensor)?;
     if tensor.raw_data.is_none() {
         match dtype {
@@ -127,7 +141,7 @@ pub fn to_f64(tensor: &TensorProto) -> Option<Vec<f64>> {
             let raw = raw_bytes(tensor)?;
             Some(raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64()).collect())
         }
-        _ => to_i64(tensor).map(|v| v.into_iter().map(|x| x as f64).collect()),
+        _ => stored_i64(tensor).map(|v| v.into_iter().map(|x| x as f64).collect()),
     }
 }
 
@@ -186,5 +200,7 @@ mod tests {
         };
         assert_eq!(to_f64(&h), Some(vec![1.0]));
         assert_eq!(element_count(&TensorProto::default()), Some(1));
+        let short = TensorProto { dims: vec![4], data_type: Some(DataType::Float.code()), ..Default::default() };
+        assert_eq!(to_f64(&short), None, "no data for 4 elements");
     }
 }

@@ -117,7 +117,9 @@ impl<'a> ExternalLoader<'a> {
                 let real_file = file.canonicalize().map_err(missing)?;
                 let real_base = self.base_dir.canonicalize().map_err(missing)?;
                 if !real_file.starts_with(&real_base) {
-                    return Err(location_error("resolves (through a link) to a file outside the model's folder".into()));
+                    return Err(location_error(
+                        "resolves (through a link) to a file outside the model's folder".into(),
+                    ));
                 }
                 let data = super::read::map_file(&real_file).map_err(missing)?;
                 self.files.insert(reference.location.clone(), data.clone());

@@ -73,9 +73,8 @@ pub fn decode_model(bytes: Bytes, path: &Path, base_dir: PathBuf) -> Result<Load
         return Err(not_onnx("the file is empty".into()));
     }
     let file_bytes = bytes.len() as u64;
-    let mut model = ModelProto::decode(bytes).map_err(|error| {
-        not_onnx(format!("the protobuf is malformed or truncated ({error})"))
-    })?;
+    let mut model = ModelProto::decode(bytes)
+        .map_err(|error| not_onnx(format!("the protobuf is malformed or truncated ({error})")))?;
     if model.graph.is_none() {
         return Err(not_onnx("it has no graph (is it an ONNX file at all?)".into()));
     }

@@ -97,8 +97,8 @@ pub fn write_model(mut model: ModelProto, path: &Path, options: &WriteOptions) -
     if external {
         let location = format!("{}.data", file_name.to_string_lossy());
         let temp = tempfile::Builder::new().prefix(".pare-").tempfile_in(&folder).map_err(write_error)?;
-        let size = store_externally(&mut model, &location, options.external_threshold, temp.as_file())
-            .map_err(write_error)?;
+        let size =
+            store_externally(&mut model, &location, options.external_threshold, temp.as_file()).map_err(write_error)?;
         data_file = Some((temp, folder.join(&location), size));
     }
     if model.encoded_len() as u64 > options.size_limit {

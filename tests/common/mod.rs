@@ -29,6 +29,29 @@ pub fn golden_models() -> Vec<PathBuf> {
     found
 }
 
+/// `--input-shape` arguments that fix a golden model's inputs to the shapes of
+/// its test data (golden/manifest.json).
+pub fn golden_input_shapes(model: &Path) -> Vec<String> {
+    let name = model.parent().and_then(|p| p.strip_prefix(repo().join("golden")).ok()).expect("a golden model");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("golden/manifest.json")).expect("golden manifest"))
+            .expect("golden manifest parses");
+    let Some(entry) = manifest["models"].as_array().unwrap().iter().find(|m| m["name"] == name.to_str().unwrap())
+    else {
+        return Vec::new();
+    };
+    entry["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|input| {
+            let dims: Vec<String> =
+                input["test_shape"].as_array().unwrap().iter().map(|d| d.as_i64().unwrap().to_string()).collect();
+            format!("{}={}", input["name"].as_str().unwrap(), dims.join(","))
+        })
+        .collect()
+}
+
 /// A model fetched by scripts/fetch_models.py.
 #[derive(Clone, Debug)]
 pub struct Fetched {

@@ -6,10 +6,19 @@ use std::borrow::Cow;
 
 use petgraph::stable_graph::NodeIndex;
 
-use super::partial::PartialTensor;
+use super::dims::{unknown_shape, MAX_RANK};
+use super::partial::{Element, PartialTensor};
 use crate::ir::dtype::DataType;
-use crate::ir::graph::{Graph, Node, ValueId};
+use crate::ir::graph::{Graph, Node, Producer, ValueId};
 use crate::ir::shape::Shape;
+
+/// Model-wide facts every rule may need.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ModelFacts {
+    /// The default-domain opset the model imports.
+    pub opset: i64,
+    pub ir_version: i64,
+}
 
 /// Partial values computed so far, by value index.
 pub(super) type PartialValues = Vec<Option<PartialTensor>>;
@@ -53,18 +62,52 @@ pub(super) enum IntList {
     Unknown,
 }
 
+/// A 1-D input that gives a shape (Reshape, Expand, ConstantOfShape, Resize sizes).
+#[derive(Clone, Debug)]
+pub(super) enum ShapeOperand {
+    /// Its elements are (partly) known.
+    Elements(Vec<Element>),
+    /// Only its length, the rank of the shape it gives, is known.
+    Rank(usize),
+}
+
+impl ShapeOperand {
+    /// The shape the elements describe, each read as a dimension.
+    pub(super) fn to_shape(&self) -> Shape {
+        match self {
+            ShapeOperand::Elements(elements) => Shape(elements.iter().map(Element::to_dim).collect()),
+            ShapeOperand::Rank(rank) => unknown_shape(*rank),
+        }
+    }
+}
+
 /// A node as its rule sees it.
 pub(super) struct NodeView<'a> {
     pub graph: &'a Graph,
     pub node: &'a Node,
     /// The default-domain opset the model imports.
     pub opset: i64,
+    /// Whether a graph input's initializer counts as its value: in IR
+    /// versions before 4 every initializer had to be listed as an input, so
+    /// there the listing does not make it overridable.
+    pub initialized_inputs_are_constant: bool,
     partials: &'a PartialValues,
 }
 
 impl<'a> NodeView<'a> {
-    pub(super) fn new(graph: &'a Graph, index: NodeIndex, opset: i64, partials: &'a PartialValues) -> NodeView<'a> {
-        NodeView { graph, node: graph.node(index), opset, partials }
+    pub(super) fn new(
+        graph: &'a Graph,
+        index: NodeIndex,
+        model: ModelFacts,
+        partials: &'a PartialValues,
+    ) -> NodeView<'a> {
+        NodeView {
+            graph,
+            node: graph.node(index),
+            opset: model.opset,
+            initialized_inputs_are_constant: model.ir_version < 4,
+            partials,
+        }
     }
 
     fn input_id(&self, slot: usize) -> Option<ValueId> {
@@ -102,7 +145,12 @@ impl<'a> NodeView<'a> {
         if let Some(Some(value)) = self.partials.get(id.0) {
             return Some(Cow::Borrowed(value));
         }
-        self.graph.constant(id).and_then(PartialTensor::from_tensor).map(Cow::Owned)
+        let value = self.graph.value(id);
+        let tensor = match (&value.producer, &value.initializer) {
+            (Producer::GraphInput, Some(tensor)) if self.initialized_inputs_are_constant => Some(tensor),
+            _ => self.graph.constant(id),
+        };
+        tensor.and_then(PartialTensor::from_tensor).map(Cow::Owned)
     }
 
     /// The input's elements as integers, if all are known.
@@ -113,6 +161,19 @@ impl<'a> NodeView<'a> {
     /// The input's elements as floats, if all are known.
     pub(super) fn input_floats(&self, slot: usize) -> Option<Vec<f64>> {
         self.input_value(slot)?.floats()
+    }
+
+    /// The input at `slot` read as a shape; `None` when not 1-D or of an absurd length.
+    pub(super) fn shape_operand(&self, slot: usize) -> Option<ShapeOperand> {
+        match self.input_value(slot) {
+            Some(value) => (value.rank() == 1 && value.elements.len() <= MAX_RANK)
+                .then(|| ShapeOperand::Elements(value.elements.clone())),
+            None => {
+                let dims = self.input_shape(slot)?.as_known()?;
+                let [length] = dims.as_slice() else { return None };
+                usize::try_from(*length).ok().filter(|&rank| rank <= MAX_RANK).map(ShapeOperand::Rank)
+            }
+        }
     }
 
     /// Facts for an output that has the dtype and shape of input `slot`.

@@ -108,7 +108,7 @@ impl Window {
             _ => return Dim::Unknown,
         };
         if self.ceil_mode && self.auto_pad == AutoPad::NotSet {
-            let mut count = div_ceil(span, stride) + 1;
+            let Some(mut count) = div_ceil(span, stride).checked_add(1) else { return Dim::Unknown };
             // The last window must start inside the input or the left padding.
             let last_start = (count - 1).checked_mul(stride);
             if matches!((last_start, size.checked_add(begin)), (Some(start), Some(limit)) if start >= limit) {
@@ -116,7 +116,7 @@ impl Window {
             }
             Dim::Known(count)
         } else {
-            Dim::Known(span / stride + 1)
+            known_non_negative((span / stride).checked_add(1))
         }
     }
 
@@ -249,10 +249,7 @@ pub(super) fn pool(view: &NodeView) -> Vec<OutputFacts> {
         dims.extend((0..spatial).map(|axis| window.output_dim(axis, &data.0[axis + 2])));
         Some(Shape(dims))
     })();
-    vec![
-        OutputFacts::new(view.input_dtype(0), shape.clone()),
-        OutputFacts::new(Some(DataType::Int64), shape),
-    ]
+    vec![OutputFacts::new(view.input_dtype(0), shape.clone()), OutputFacts::new(Some(DataType::Int64), shape)]
 }
 
 /// GlobalAveragePool, GlobalMaxPool, GlobalLpPool: spatial dims become 1.

@@ -77,13 +77,15 @@ pub(super) enum Arithmetic {
     Mul,
     Div,
     /// `fmod`: the remainder takes the dividend's sign (else the divisor's).
-    Mod { fmod: bool },
+    Mod {
+        fmod: bool,
+    },
     Pow,
     Max,
     Min,
-    /// Variadic Sum (Add over all inputs).
+    /// Variadic Sum: folded as repeated Add.
     Sum,
-    /// Variadic Mean.
+    /// Variadic Mean: folded as repeated Add, then divided.
     Mean,
     Equal,
     Less,
@@ -130,21 +132,18 @@ fn fold_broadcasting(view: &NodeView, op: Arithmetic, slots: &[usize]) -> Option
     let values: Vec<_> = slots.iter().map(|&s| view.input_value(s)).collect::<Option<_>>()?;
     let operands: Vec<&PartialTensor> = values.iter().map(|v| v.as_ref()).collect();
     let count = operands.len();
+    // Variadic operators fold pairwise; Mean sums first and divides at the end.
+    let step = match op {
+        Arithmetic::Sum | Arithmetic::Mean => Arithmetic::Add,
+        _ => op,
+    };
     PartialTensor::broadcast_map(&operands, |elements| {
-        let (first, rest) = match elements.split_first() {
-            Some(split) => split,
-            None => return Element::Unknown,
-        };
-        match op {
-            Arithmetic::Mean => {
-                let total = rest.iter().fold((*first).clone(), |acc, e| combine(Arithmetic::Add, &acc, e));
-                match total.as_float() {
-                    Some(sum) => Element::Float(sum / count as f64),
-                    None => Element::Unknown,
-                }
-            }
-            Arithmetic::Sum => rest.iter().fold((*first).clone(), |acc, e| combine(Arithmetic::Add, &acc, e)),
-            _ => rest.iter().fold((*first).clone(), |acc, e| combine(op, &acc, e)),
+        let Some((first, rest)) = elements.split_first() else { return Element::Unknown };
+        let total = rest.iter().fold((*first).clone(), |acc, e| combine(step, &acc, e));
+        match (op, total.as_float()) {
+            (Arithmetic::Mean, Some(sum)) => Element::Float(sum / count as f64),
+            (Arithmetic::Mean, None) => Element::Unknown,
+            _ => total,
         }
     })
 }
@@ -171,7 +170,7 @@ fn combine_ints(op: Arithmetic, x: i64, y: i64) -> Element {
     use Arithmetic::*;
     let number = |value: Option<i64>| value.map_or(Element::Unknown, Element::Int);
     match op {
-        Add | Sum => number(x.checked_add(y)),
+        Add => number(x.checked_add(y)),
         Sub => number(x.checked_sub(y)),
         Mul => number(x.checked_mul(y)),
         // Integer division truncates toward zero, as runtimes do.
@@ -181,7 +180,6 @@ fn combine_ints(op: Arithmetic, x: i64, y: i64) -> Element {
         Pow => number(u32::try_from(y).ok().and_then(|e| x.checked_pow(e))),
         Max => Element::Int(x.max(y)),
         Min => Element::Int(x.min(y)),
-        Mean => Element::Float((x as f64 + y as f64) / 2.0),
         Equal => truth(x == y),
         Less => truth(x < y),
         Greater => truth(x > y),
@@ -190,14 +188,14 @@ fn combine_ints(op: Arithmetic, x: i64, y: i64) -> Element {
         And => truth(x != 0 && y != 0),
         Or => truth(x != 0 || y != 0),
         Xor => truth((x != 0) != (y != 0)),
-        Opaque => Element::Unknown,
+        Sum | Mean | Opaque => Element::Unknown,
     }
 }
 
 fn combine_floats(op: Arithmetic, x: f64, y: f64) -> Element {
     use Arithmetic::*;
     match op {
-        Add | Sum => Element::Float(x + y),
+        Add => Element::Float(x + y),
         Sub => Element::Float(x - y),
         Mul => Element::Float(x * y),
         Div => Element::Float(x / y),
@@ -209,13 +207,12 @@ fn combine_floats(op: Arithmetic, x: f64, y: f64) -> Element {
         Pow => Element::Float(x.powf(y)),
         Max => Element::Float(x.max(y)),
         Min => Element::Float(x.min(y)),
-        Mean => Element::Float((x + y) / 2.0),
         Equal => truth(x == y),
         Less => truth(x < y),
         Greater => truth(x > y),
         LessOrEqual => truth(x <= y),
         GreaterOrEqual => truth(x >= y),
-        And | Or | Xor | Opaque => Element::Unknown,
+        Sum | Mean | And | Or | Xor | Opaque => Element::Unknown,
     }
 }
 
@@ -228,8 +225,8 @@ fn combine_symbolic(op: Arithmetic, a: &Element, b: &Element) -> Element {
     use Arithmetic::*;
     let same_symbol = matches!((a, b), (Element::Symbol(x), Element::Symbol(y)) if x == y);
     match op {
-        Add | Sum if is_number(b, 0.0) => a.clone(),
-        Add | Sum if is_number(a, 0.0) => b.clone(),
+        Add if is_number(b, 0.0) => a.clone(),
+        Add if is_number(a, 0.0) => b.clone(),
         Sub if is_number(b, 0.0) => a.clone(),
         Sub if same_symbol => Element::Int(0),
         Mul if is_number(b, 1.0) => a.clone(),

@@ -4,7 +4,6 @@
 //! its output's elements when they are small.
 
 use super::context::{NodeView, OutputFacts};
-use super::dims::MAX_RANK;
 use super::partial::{Element, PartialTensor};
 use crate::ir::dtype::DataType;
 use crate::ir::shape::{Dim, Shape};
@@ -48,24 +47,12 @@ pub(super) fn constant_of_shape(view: &NodeView) -> Vec<OutputFacts> {
     let fill = view.node.attr_tensor("value");
     let dtype = fill.map_or(Some(DataType::Float), tensor::dtype);
     let fill_element = match fill {
-        Some(fill) => PartialTensor::from_tensor(fill)
-            .and_then(|v| v.elements.first().cloned())
-            .unwrap_or(Element::Unknown),
+        Some(fill) => {
+            PartialTensor::from_tensor(fill).and_then(|v| v.elements.first().cloned()).unwrap_or(Element::Unknown)
+        }
         None => Element::Float(0.0),
     };
-    let shape = match view.input_value(0) {
-        Some(target) if target.rank() == 1 && target.elements.len() <= MAX_RANK => {
-            Some(Shape(target.elements.iter().map(Element::to_dim).collect()))
-        }
-        Some(_) => None,
-        None => view
-            .input_shape(0)
-            .and_then(|s| s.as_known())
-            .filter(|d| d.len() == 1)
-            .and_then(|d| usize::try_from(d[0]).ok())
-            .filter(|&rank| rank <= MAX_RANK)
-            .map(super::dims::unknown_shape),
-    };
+    let shape = view.shape_operand(0).map(|target| target.to_shape());
     let value = shape.as_ref().and_then(|s| PartialTensor::filled(s, fill_element));
     vec![OutputFacts::new(dtype, shape).or_value(value)]
 }
@@ -101,7 +88,8 @@ pub(super) fn size_of(view: &NodeView) -> Vec<OutputFacts> {
 /// Range(start, limit, delta): `max(ceil((limit - start) / delta), 0)` elements.
 pub(super) fn range(view: &NodeView) -> Vec<OutputFacts> {
     let dtype = view.input_dtype(0);
-    let scalar = |slot: usize| view.input_value(slot).and_then(|v| (v.elements.len() == 1).then(|| v.elements[0].clone()));
+    let scalar =
+        |slot: usize| view.input_value(slot).and_then(|v| (v.elements.len() == 1).then(|| v.elements[0].clone()));
     let (start, limit, delta) = (scalar(0), scalar(1), scalar(2));
     let count = match (&start, &limit, &delta) {
         (Some(Element::Int(start)), Some(Element::Int(limit)), Some(Element::Int(delta))) if *delta != 0 => {

@@ -5,12 +5,12 @@
 //! input across opsets, both forms are read. Partial values are carried
 //! through all of them that shape computations use.
 
-use super::context::{IntList, NodeView, OutputFacts};
+use super::context::{IntList, NodeView, OutputFacts, ShapeOperand};
 use super::dims::{
     broadcast_shapes, dim_divided, dim_plus, dim_product, dim_sum, dim_times, normalize_axes, normalize_axis,
     unify_dims, unknown_shape, MAX_RANK,
 };
-use super::partial::{Element, PartialTensor};
+use super::partial::{known_usize_dims, Element, PartialTensor, MAX_FOLDED_ELEMENTS};
 use crate::ir::shape::{Dim, Shape};
 
 /// Reshape: `0` copies the input dim (unless `allowzero`, opset 14), one `-1`
@@ -18,21 +18,11 @@ use crate::ir::shape::{Dim, Shape};
 pub(super) fn reshape(view: &NodeView) -> Vec<OutputFacts> {
     let allow_zero = view.opset >= 14 && view.attr_int_or("allowzero", 0) != 0;
     let data = view.input_shape(0);
-    let shape = match view.input_value(1) {
-        Some(target) if target.rank() == 1 && target.elements.len() <= MAX_RANK => {
-            Some(reshaped_shape(data, &target.elements, allow_zero))
-        }
-        Some(_) => None,
-        None => match view.input_shape(1).and_then(|s| s.as_known()) {
-            Some(dims) if dims.len() == 1 => usize::try_from(dims[0]).ok().filter(|&r| r <= MAX_RANK).map(unknown_shape),
-            _ => None,
-        },
-    };
-    let value = match (&shape, view.input_value(0)) {
-        (Some(shape), Some(input)) => super::partial::known_usize_dims(shape).and_then(|dims| input.reshaped(dims)),
-        _ => None,
-    };
-    vec![OutputFacts::new(view.input_dtype(0), shape).or_value(value)]
+    let shape = view.shape_operand(1).map(|target| match target {
+        ShapeOperand::Elements(elements) => reshaped_shape(data, &elements, allow_zero),
+        ShapeOperand::Rank(rank) => unknown_shape(rank),
+    });
+    vec![reshaped_facts(view, shape)]
 }
 
 /// The output shape of Reshape(data, target).
@@ -107,11 +97,7 @@ pub(super) fn flatten(view: &NodeView) -> Vec<OutputFacts> {
         let axis = if axis == rank as i64 { rank } else { normalize_axis(axis, rank)? };
         Some(Shape(vec![dim_product(&data.0[..axis]), dim_product(&data.0[axis..])]))
     });
-    let value = match (&shape, view.input_value(0)) {
-        (Some(shape), Some(input)) => super::partial::known_usize_dims(shape).and_then(|dims| input.reshaped(dims)),
-        _ => None,
-    };
-    vec![OutputFacts::new(view.input_dtype(0), shape).or_value(value)]
+    vec![reshaped_facts(view, shape)]
 }
 
 /// Transpose by `perm` (default: reverse the axes).
@@ -121,7 +107,9 @@ pub(super) fn transpose(view: &NodeView) -> Vec<OutputFacts> {
             Some(perm) if !perm.is_empty() => perm.to_vec(),
             _ => (0..rank as i64).rev().collect(),
         };
-        (perm.len() == rank).then_some(())?;
+        if perm.len() != rank {
+            return None;
+        }
         normalize_axes(&perm, rank)
     });
     let shape = match (&perm, view.input_shape(0)) {
@@ -174,7 +162,7 @@ pub(super) fn unsqueeze(view: &NodeView) -> Vec<OutputFacts> {
 /// Facts for an output that holds input 0's elements under a new shape.
 fn reshaped_facts(view: &NodeView, shape: Option<Shape>) -> OutputFacts {
     let value = match (&shape, view.input_value(0)) {
-        (Some(shape), Some(input)) => super::partial::known_usize_dims(shape).and_then(|dims| input.reshaped(dims)),
+        (Some(shape), Some(input)) => known_usize_dims(shape).and_then(|dims| input.reshaped(dims)),
         _ => None,
     };
     OutputFacts::new(view.input_dtype(0), shape).or_value(value)
@@ -234,6 +222,9 @@ pub(super) fn split(view: &NodeView) -> Vec<OutputFacts> {
             let value = (|| {
                 let size = usize::try_from(*sizes.as_ref()?.get(part)?).ok()?;
                 let start = usize::try_from(offset).ok()?;
+                if size > MAX_FOLDED_ELEMENTS {
+                    return None;
+                }
                 let input = view.input_value(0)?;
                 input.select(axis, &(start..start.checked_add(size)?).collect::<Vec<_>>())
             })();
@@ -255,8 +246,8 @@ fn equal_split_sizes(view: &NodeView, dim: &Dim, parts: usize) -> Option<Vec<i64
             if num_outputs != count {
                 return None;
             }
-            let chunk = (size + count - 1) / count;
-            let last = size - chunk * (count - 1);
+            let chunk = size.checked_add(count - 1)? / count;
+            let last = size.checked_sub(chunk.checked_mul(count - 1)?)?;
             if last < 0 {
                 return None;
             }
@@ -366,8 +357,12 @@ pub(super) fn slice(view: &NodeView) -> Vec<OutputFacts> {
         }
         let mut value = view.input_value(0)?.into_owned();
         for (axis, selection) in &selections {
-            let picks: Vec<usize> =
-                (0..selection.len).map(|i| usize::try_from(selection.start + i * selection.step).ok()).collect::<Option<_>>()?;
+            if selection.len > MAX_FOLDED_ELEMENTS as i64 {
+                return None;
+            }
+            let picks: Vec<usize> = (0..selection.len)
+                .map(|i| usize::try_from(selection.start + i * selection.step).ok())
+                .collect::<Option<_>>()?;
             value = value.select(*axis, &picks)?;
         }
         Some(value)
@@ -410,19 +405,7 @@ pub(super) fn pad(view: &NodeView) -> Vec<OutputFacts> {
 /// Expand: multidirectional broadcast of the input against the target shape.
 pub(super) fn expand(view: &NodeView) -> Vec<OutputFacts> {
     let dtype = view.input_dtype(0);
-    let target = match view.input_value(1) {
-        Some(value) if value.rank() == 1 && value.elements.len() <= MAX_RANK => {
-            Some(Shape(value.elements.iter().map(Element::to_dim).collect()))
-        }
-        Some(_) => None,
-        None => view
-            .input_shape(1)
-            .and_then(|s| s.as_known())
-            .filter(|d| d.len() == 1)
-            .and_then(|d| usize::try_from(d[0]).ok())
-            .filter(|&r| r <= MAX_RANK)
-            .map(unknown_shape),
-    };
+    let target = view.shape_operand(1).map(|target| target.to_shape());
     let shape = match (view.input_shape(0), &target) {
         (Some(data), Some(target)) => Some(broadcast_shapes([data, target])),
         (None, Some(target)) => Some(unknown_shape(target.rank())),

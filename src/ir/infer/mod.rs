@@ -43,7 +43,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use self::context::{NodeView, OutputFacts, PartialValues};
+use self::context::{ModelFacts, NodeView, OutputFacts, PartialValues};
 use self::elementwise::{Arithmetic, UnaryMap};
 use self::reduce::Reduction;
 use super::dtype::DataType;
@@ -53,6 +53,8 @@ use super::IrError;
 
 /// The default-domain opset assumed when a model imports none.
 const DEFAULT_OPSET: i64 = 21;
+/// The IR version assumed when a model states none.
+const DEFAULT_IR_VERSION: i64 = 10;
 
 /// Infers dtype and shape of every value it can.
 ///
@@ -63,7 +65,10 @@ const DEFAULT_OPSET: i64 = 21;
 /// contradicts a statically known one or a non-positive dimension is an error;
 /// nothing is changed then.
 pub fn infer(model: &mut Model, fixed: &[(String, Vec<i64>)]) -> Result<(), IrError> {
-    let opset = model.opset("").unwrap_or(DEFAULT_OPSET);
+    let model_facts = ModelFacts {
+        opset: model.opset("").unwrap_or(DEFAULT_OPSET),
+        ir_version: model.header.ir_version.unwrap_or(DEFAULT_IR_VERSION),
+    };
     let graph = &mut model.graph;
     let fixed = resolve_fixed_inputs(graph, fixed)?;
     for value in &mut graph.values {
@@ -73,7 +78,7 @@ pub fn infer(model: &mut Model, fixed: &[(String, Vec<i64>)]) -> Result<(), IrEr
     let Ok(order) = graph.topological_order() else { return Ok(()) };
     let mut partials: PartialValues = vec![None; graph.values.len()];
     for index in order {
-        let facts = infer_node(&NodeView::new(graph, index, opset, &partials));
+        let facts = infer_node(&NodeView::new(graph, index, model_facts, &partials));
         let outputs = graph.node(index).outputs.clone();
         for (output, facts) in outputs.into_iter().zip(facts) {
             if let Some(id) = output {
@@ -239,20 +244,71 @@ fn merged_shape(declared: Shape, computed: Shape) -> Shape {
     )
 }
 
+/// ONNX Runtime's contrib operators that vision models exported for it use
+/// (com.microsoft domain); an empty list for the others.
+fn infer_microsoft_node(view: &NodeView) -> Vec<OutputFacts> {
+    match view.node.op_type.as_str() {
+        // Conv with a fused activation (and optional residual input): Conv's shape rule.
+        "FusedConv" => conv::conv(view),
+        "Gelu" | "FastGelu" | "BiasGelu" | "QuickGelu" => elementwise::same_as_input(view),
+        _ => Vec::new(),
+    }
+}
+
 /// The rule for one node; an empty list for operators inference does not know.
 fn infer_node(view: &NodeView) -> Vec<OutputFacts> {
     use self::elementwise as ew;
-    if !view.node.domain.is_empty() && view.node.domain != "ai.onnx" {
-        return Vec::new();
+    match view.node.domain.as_str() {
+        "" | "ai.onnx" => {}
+        "com.microsoft" => return infer_microsoft_node(view),
+        _ => return Vec::new(),
     }
     match view.node.op_type.as_str() {
         // Shape and dtype of the input.
-        "LeakyRelu" | "PRelu" | "Sigmoid" | "HardSigmoid" | "HardSwish" | "Tanh" | "Erf" | "Exp" | "Log" | "Elu"
-        | "Selu" | "Celu" | "Softplus" | "Softsign" | "ThresholdedRelu" | "Mish" | "Gelu" | "Sin" | "Cos" | "Tan"
-        | "Asin" | "Acos" | "Atan" | "Sinh" | "Cosh" | "Asinh" | "Acosh" | "Atanh" | "Shrink" | "Softmax"
-        | "LogSoftmax" | "Hardmax" | "LRN" | "InstanceNormalization" | "LpNormalization"
-        | "MeanVarianceNormalization" | "GroupNormalization" | "CumSum" | "Trilu" | "ScatterND"
-        | "ScatterElements" | "Scatter" | "ReverseSequence" | "BitwiseNot" => ew::same_as_input(view),
+        "LeakyRelu"
+        | "PRelu"
+        | "Sigmoid"
+        | "HardSigmoid"
+        | "HardSwish"
+        | "Tanh"
+        | "Erf"
+        | "Exp"
+        | "Log"
+        | "Elu"
+        | "Selu"
+        | "Celu"
+        | "Softplus"
+        | "Softsign"
+        | "ThresholdedRelu"
+        | "Mish"
+        | "Gelu"
+        | "Sin"
+        | "Cos"
+        | "Tan"
+        | "Asin"
+        | "Acos"
+        | "Atan"
+        | "Sinh"
+        | "Cosh"
+        | "Asinh"
+        | "Acosh"
+        | "Atanh"
+        | "Shrink"
+        | "Softmax"
+        | "LogSoftmax"
+        | "Hardmax"
+        | "LRN"
+        | "InstanceNormalization"
+        | "LpNormalization"
+        | "MeanVarianceNormalization"
+        | "GroupNormalization"
+        | "CumSum"
+        | "Trilu"
+        | "ScatterND"
+        | "ScatterElements"
+        | "Scatter"
+        | "ReverseSequence"
+        | "BitwiseNot" => ew::same_as_input(view),
         "Identity" => ew::identity(view),
         "Relu" => ew::unary(view, UnaryMap::Relu),
         "Neg" => ew::unary(view, UnaryMap::Neg),

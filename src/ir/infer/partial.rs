@@ -288,9 +288,7 @@ impl PartialTensor {
             return None;
         }
         for part in parts {
-            if part.rank() != rank
-                || (0..rank).any(|a| a != axis && part.dims[a] != first.dims[a])
-            {
+            if part.rank() != rank || (0..rank).any(|a| a != axis && part.dims[a] != first.dims[a]) {
                 return None;
             }
         }

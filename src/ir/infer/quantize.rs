@@ -13,13 +13,7 @@ pub(super) fn quantize_linear(view: &NodeView) -> Vec<OutputFacts> {
     } else {
         None
     };
-    let dtype = requested.or_else(|| {
-        if view.has_input(2) {
-            view.input_dtype(2)
-        } else {
-            Some(DataType::Uint8)
-        }
-    });
+    let dtype = requested.or_else(|| if view.has_input(2) { view.input_dtype(2) } else { Some(DataType::Uint8) });
     vec![OutputFacts::new(dtype, view.input_shape(0).cloned())]
 }
 

@@ -109,8 +109,5 @@ pub(super) fn top_k(view: &NodeView) -> Vec<OutputFacts> {
         dims[axis] = k.filter(|&k| k >= 0).map_or(Dim::Unknown, Dim::Known);
         Shape(dims)
     });
-    vec![
-        OutputFacts::new(view.input_dtype(0), shape.clone()),
-        OutputFacts::new(Some(DataType::Int64), shape),
-    ]
+    vec![OutputFacts::new(view.input_dtype(0), shape.clone()), OutputFacts::new(Some(DataType::Int64), shape)]
 }

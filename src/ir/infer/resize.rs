@@ -3,7 +3,7 @@
 //! older Upsample (scales attribute before opset 9, input from 9). Output
 //! sizes are computed in f32 and truncated, as runtimes do.
 
-use super::context::{NodeView, OutputFacts};
+use super::context::{NodeView, OutputFacts, ShapeOperand};
 use super::dims::{normalize_axes, unknown_shape};
 use super::partial::Element;
 use crate::ir::shape::{Dim, Shape};
@@ -45,18 +45,16 @@ fn resized_shape(view: &NodeView, data: &Shape) -> Option<Shape> {
     };
 
     if let Some(slot) = sizes_slot.filter(|&s| view.has_input(s)) {
-        match view.input_value(slot) {
-            Some(sizes) if !sizes.elements.is_empty() => {
-                if sizes.elements.len() != axes.len() {
+        // An empty sizes tensor means "use the scales".
+        match view.shape_operand(slot) {
+            Some(ShapeOperand::Elements(sizes)) if !sizes.is_empty() => {
+                if sizes.len() != axes.len() {
                     return None;
                 }
-                return Some(Shape(sized_dims(view, data, &axes, &sizes.elements)));
+                return Some(Shape(sized_dims(view, data, &axes, &sizes)));
             }
-            Some(_) => {}
-            None => match view.input_shape(slot).and_then(|s| s.as_known()) {
-                Some(len) if len == [0] => {}
-                _ => return mark_unknown(dims),
-            },
+            Some(ShapeOperand::Elements(_) | ShapeOperand::Rank(0)) => {}
+            Some(ShapeOperand::Rank(_)) | None => return mark_unknown(dims),
         }
     }
 
@@ -109,14 +107,17 @@ fn sized_dims(view: &NodeView, data: &Shape, axes: &[usize], sizes: &[Element]) 
             Some(wanted / size)
         })
         .collect();
-    let scale = ratios.and_then(|ratios| {
-        ratios.into_iter().reduce(|a, b| if keep_larger { a.max(b) } else { a.min(b) })
-    });
+    let scale =
+        ratios.and_then(|ratios| ratios.into_iter().reduce(|a, b| if keep_larger { a.max(b) } else { a.min(b) }));
     for &axis in axes {
         dims[axis] = match (scale, data.0[axis].known()) {
             (Some(scale), Some(size)) => {
                 let rounded = (scale * size as f32).round();
-                if rounded.is_finite() && rounded >= 0.0 { Dim::Known(rounded as i64) } else { Dim::Unknown }
+                if rounded.is_finite() && rounded >= 0.0 {
+                    Dim::Known(rounded as i64)
+                } else {
+                    Dim::Unknown
+                }
             }
             _ => Dim::Unknown,
         };
