@@ -81,16 +81,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints a report to stdout; a reader that stops early (`| head`) is not an error.
+fn print_report(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect { model, shapes, json } => {
             let loaded = pipeline::load(&model, &shapes.parse()?)?;
             let report = inspect::inspect(&loaded.model);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", inspect::table(&report));
-            }
+            let text =
+                if json { serde_json::to_string_pretty(&report)? + "\n" } else { inspect::table(&report) };
+            print_report(&text)?;
         }
         Command::Optimize { input, output, passes, shapes, external_data, no_external_data, external_threshold } => {
             let families = pipeline::parse_passes(&passes)?;
