@@ -15,5 +15,7 @@ fi
 .venv/bin/python scripts/fetch_models.py
 
 export PARE_REQUIRE_MODELS=1
+# ONNX Runtime for `pare verify --runtime ort` and its tests: the pinned Python package.
+export PARE_PYTHON="$PWD/.venv/bin/python"
 cargo test --locked --no-fail-fast
 .venv/bin/python tests/oracle/roundtrip.py --pare target/debug/pare

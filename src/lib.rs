@@ -6,7 +6,12 @@
 //! the stages together for the CLI and for toolchains embedding pare.
 
 pub mod cost;
+pub mod eval;
 pub mod inspect;
 pub mod ir;
 pub mod onnx;
+pub mod onnxruntime;
 pub mod pipeline;
+pub mod runtime;
+pub mod samples;
+pub mod verify;

@@ -116,3 +116,19 @@ fn table_lists_every_layer_and_totals() {
     assert!(text.contains("opset        ai.onnx=17"));
     assert_eq!(text.lines().count(), report.layers.len() + 1 + 7);
 }
+
+#[test]
+fn a_reader_closing_the_pipe_early_is_no_error() {
+    use std::process::{Command, Stdio};
+    let path = common::repo().join("golden/inception_concat_op13/model.onnx");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pare"))
+        .args(["inspect", path.to_str().unwrap(), "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // like `| head -0`: gone before pare writes
+    let output = child.wait_with_output().unwrap();
+    assert!(!common::stderr(&output).contains("panicked"), "{}", common::stderr(&output));
+    assert_eq!(output.status.code(), Some(0));
+}
