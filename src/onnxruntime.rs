@@ -166,55 +166,16 @@ impl OrtSession {
 /// (the types both ONNX Runtime and the embedded evaluator hold).
 macro_rules! with_element_type {
     ($dtype:expr, $t:ident => $body:expr, else $other:expr) => {
+        with_element_type!(@arms $dtype, $t, $body, $other;
+            Float f32, Double f64, Float16 half::f16, Int8 i8, Uint8 u8, Int16 i16, Uint16 u16,
+            Int32 i32, Uint32 u32, Int64 i64, Uint64 u64, Bool bool)
+    };
+    (@arms $dtype:expr, $t:ident, $body:expr, $other:expr; $($variant:ident $rust:ty),*) => {
         match $dtype {
-            DataType::Float => {
-                type $t = f32;
+            $(DataType::$variant => {
+                type $t = $rust;
                 $body
-            }
-            DataType::Double => {
-                type $t = f64;
-                $body
-            }
-            DataType::Float16 => {
-                type $t = half::f16;
-                $body
-            }
-            DataType::Int8 => {
-                type $t = i8;
-                $body
-            }
-            DataType::Uint8 => {
-                type $t = u8;
-                $body
-            }
-            DataType::Int16 => {
-                type $t = i16;
-                $body
-            }
-            DataType::Uint16 => {
-                type $t = u16;
-                $body
-            }
-            DataType::Int32 => {
-                type $t = i32;
-                $body
-            }
-            DataType::Uint32 => {
-                type $t = u32;
-                $body
-            }
-            DataType::Int64 => {
-                type $t = i64;
-                $body
-            }
-            DataType::Uint64 => {
-                type $t = u64;
-                $body
-            }
-            DataType::Bool => {
-                type $t = bool;
-                $body
-            }
+            })*
             _ => $other,
         }
     };

@@ -164,3 +164,20 @@ fn bad_input_is_exit_code_2() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn a_missing_onnx_runtime_is_a_clear_error() {
+    let model = common::repo().join("golden/se_hardsigmoid_op17/model.onnx");
+    let model = model.to_str().unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_pare"))
+        .args(["verify", model, model, "--runtime", "ort"])
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .env("PARE_PYTHON", "/nonexistent/python")
+        .env_remove("VIRTUAL_ENV")
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let stderr = common::stderr(&run);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("ONNX Runtime not found") && stderr.contains("ORT_DYLIB_PATH"), "{stderr}");
+}
