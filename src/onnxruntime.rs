@@ -12,11 +12,11 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
-use crate::eval::{NamedTensor, Tensor as EvalTensor};
+use crate::eval::{with_element_type, NamedTensor, Tensor as EvalTensor};
 use crate::ir::DataType;
 
 /// Why ONNX Runtime could not load or run a model.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum OrtError {
     #[error(
         "ONNX Runtime not found ({searched}); set ORT_DYLIB_PATH to libonnxruntime.so, or \
@@ -105,12 +105,8 @@ fn environment() -> Result<&'static ort::environment::Environment, OrtError> {
             .build()
             .map_err(|e| load_error(e.to_string()))
     });
-    match loaded {
-        Ok(environment) => Ok(environment),
-        Err(OrtError::NotFound { searched }) => Err(OrtError::NotFound { searched: searched.clone() }),
-        Err(OrtError::Load { path, message }) => Err(OrtError::Load { path: path.clone(), message: message.clone() }),
-        Err(other) => Err(OrtError::Load { path: PathBuf::new(), message: other.to_string() }),
-    }
+    // A failed load is remembered and reported again to every caller.
+    loaded.as_ref().map_err(Clone::clone)
 }
 
 /// A model loaded into ONNX Runtime (CPU, one intra-op thread for repeatable numbers).
@@ -160,25 +156,6 @@ impl OrtSession {
             })
             .collect()
     }
-}
-
-/// Calls `$body` with `$t` bound to the Rust element type of a DataType
-/// (the types both ONNX Runtime and the embedded evaluator hold).
-macro_rules! with_element_type {
-    ($dtype:expr, $t:ident => $body:expr, else $other:expr) => {
-        with_element_type!(@arms $dtype, $t, $body, $other;
-            Float f32, Double f64, Float16 half::f16, Int8 i8, Uint8 u8, Int16 i16, Uint16 u16,
-            Int32 i32, Uint32 u32, Int64 i64, Uint64 u64, Bool bool)
-    };
-    (@arms $dtype:expr, $t:ident, $body:expr, $other:expr; $($variant:ident $rust:ty),*) => {
-        match $dtype {
-            $(DataType::$variant => {
-                type $t = $rust;
-                $body
-            })*
-            _ => $other,
-        }
-    };
 }
 
 fn to_value(input: &NamedTensor, path: &Path) -> Result<DynValue, OrtError> {

@@ -30,6 +30,7 @@ use std::path::PathBuf;
 pub use evaluator::{Evaluator, EvaluatorBuilder, Optimization};
 pub use files::{read_tensor_file, read_test_data_set, TestDataSet};
 pub use npy::{decode_npy, read_npy};
+pub(crate) use tensor::with_element_type;
 pub use tensor::{NamedTensor, Tensor};
 
 /// Why a model could not be loaded or run. Variants name the model (its

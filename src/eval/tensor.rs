@@ -13,6 +13,64 @@ use crate::ir::tensor as proto_tensor;
 use crate::ir::DataType;
 use crate::onnx::proto::TensorProto;
 
+/// The element types the evaluator holds, each ONNX type with its Rust type:
+/// runs `$body` with `$t` bound to the Rust type of `$dtype`, or `$other` for
+/// the types it does not hold. The one table the byte conversions here and the
+/// ONNX Runtime bridge share.
+macro_rules! with_element_type {
+    ($dtype:expr, $t:ident => $body:expr, else $other:expr) => {
+        with_element_type!(@arms $dtype, $t, $body, $other;
+            Float f32, Double f64, Float16 half::f16, Int8 i8, Uint8 u8, Int16 i16, Uint16 u16,
+            Int32 i32, Uint32 u32, Int64 i64, Uint64 u64, Bool bool)
+    };
+    (@arms $dtype:expr, $t:ident, $body:expr, $other:expr; $($variant:ident $rust:ty),*) => {
+        match $dtype {
+            $(DataType::$variant => {
+                type $t = $rust;
+                $body
+            })*
+            _ => $other,
+        }
+    };
+}
+pub(crate) use with_element_type;
+
+/// An element stored as little-endian bytes in ONNX raw data.
+trait LittleEndian: tract_onnx::prelude::Datum + Copy {
+    const WIDTH: usize;
+    /// Reads one element from exactly `WIDTH` bytes.
+    fn read(bytes: &[u8]) -> Self;
+    fn write(self, out: &mut Vec<u8>);
+}
+
+macro_rules! little_endian {
+    ($($rust:ty),*) => {$(
+        impl LittleEndian for $rust {
+            const WIDTH: usize = std::mem::size_of::<$rust>();
+            fn read(bytes: &[u8]) -> Self {
+                let mut element = [0u8; std::mem::size_of::<$rust>()];
+                element.copy_from_slice(bytes);
+                <$rust>::from_le_bytes(element)
+            }
+            fn write(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+little_endian!(f32, f64, f16, i8, u8, i16, u16, i32, u32, i64, u64);
+
+/// ONNX stores a bool as one byte; any non-zero byte reads as true.
+impl LittleEndian for bool {
+    const WIDTH: usize = 1;
+    fn read(bytes: &[u8]) -> Self {
+        bytes[0] != 0
+    }
+    fn write(self, out: &mut Vec<u8>) {
+        out.push(u8::from(self));
+    }
+}
+
 /// A dense tensor with its element type and shape.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor(TractTensor);
@@ -140,21 +198,11 @@ impl Tensor {
                 dtype.name()
             ));
         }
-        let built = match dtype {
-            DataType::Float => build(shape, bytes, f32::from_le_bytes),
-            DataType::Double => build(shape, bytes, f64::from_le_bytes),
-            DataType::Float16 => build(shape, bytes, f16::from_le_bytes),
-            DataType::Int64 => build(shape, bytes, i64::from_le_bytes),
-            DataType::Int32 => build(shape, bytes, i32::from_le_bytes),
-            DataType::Int16 => build(shape, bytes, i16::from_le_bytes),
-            DataType::Int8 => build(shape, bytes, i8::from_le_bytes),
-            DataType::Uint64 => build(shape, bytes, u64::from_le_bytes),
-            DataType::Uint32 => build(shape, bytes, u32::from_le_bytes),
-            DataType::Uint16 => build(shape, bytes, u16::from_le_bytes),
-            DataType::Uint8 => build(shape, bytes, u8::from_le_bytes),
-            DataType::Bool => build(shape, bytes, |[byte]: [u8; 1]| byte != 0),
-            other => return Err(format!("element type {} is not supported by the evaluator", other.name())),
-        };
+        let unsupported = || format!("element type {} is not supported by the evaluator", dtype.name());
+        let built = with_element_type!(dtype, T => {
+            let values: Vec<T> = bytes.chunks_exact(T::WIDTH).map(T::read).collect();
+            TractTensor::from_shape(shape, &values)
+        }, else return Err(unsupported()));
         built.map(Tensor).map_err(|error| format!("{error:#}"))
     }
 
@@ -164,21 +212,11 @@ impl Tensor {
         let datum_type = self.0.datum_type();
         let dtype = onnx_dtype(datum_type).ok_or_else(|| format!("tract type {datum_type:?} has no ONNX type"))?;
         let plain = self.0.try_as_plain_ram().map_err(|error| format!("{error:#}"))?;
-        let bytes = match dtype {
-            DataType::Float => pack(plain.as_slice::<f32>(), f32::to_le_bytes),
-            DataType::Double => pack(plain.as_slice::<f64>(), f64::to_le_bytes),
-            DataType::Float16 => pack(plain.as_slice::<f16>(), f16::to_le_bytes),
-            DataType::Int64 => pack(plain.as_slice::<i64>(), i64::to_le_bytes),
-            DataType::Int32 => pack(plain.as_slice::<i32>(), i32::to_le_bytes),
-            DataType::Int16 => pack(plain.as_slice::<i16>(), i16::to_le_bytes),
-            DataType::Int8 => pack(plain.as_slice::<i8>(), i8::to_le_bytes),
-            DataType::Uint64 => pack(plain.as_slice::<u64>(), u64::to_le_bytes),
-            DataType::Uint32 => pack(plain.as_slice::<u32>(), u32::to_le_bytes),
-            DataType::Uint16 => pack(plain.as_slice::<u16>(), u16::to_le_bytes),
-            DataType::Uint8 => pack(plain.as_slice::<u8>(), u8::to_le_bytes),
-            DataType::Bool => pack(plain.as_slice::<bool>(), |value| [u8::from(value)]),
-            other => return Err(format!("element type {} is not supported by the evaluator", other.name())),
-        };
+        let bytes = with_element_type!(dtype, T => plain.as_slice::<T>().map(|values| {
+            let mut bytes = Vec::with_capacity(values.len() * T::WIDTH);
+            values.iter().for_each(|value| value.write(&mut bytes));
+            bytes
+        }), else return Err(format!("element type {} is not supported by the evaluator", dtype.name())));
         bytes.map(|bytes| (dtype, bytes)).map_err(|error| format!("{error:#}"))
     }
 
@@ -199,31 +237,6 @@ impl From<TractTensor> for Tensor {
     fn from(tensor: TractTensor) -> Tensor {
         Tensor(tensor)
     }
-}
-
-/// Builds a tract tensor from little-endian elements `N` bytes wide.
-fn build<T: tract_onnx::prelude::Datum + Copy, const N: usize>(
-    shape: &[usize],
-    bytes: &[u8],
-    decode: impl Fn([u8; N]) -> T,
-) -> tract_onnx::prelude::TractResult<TractTensor> {
-    let values: Vec<T> = bytes
-        .chunks_exact(N)
-        .map(|chunk| {
-            let mut element = [0u8; N];
-            element.copy_from_slice(chunk);
-            decode(element)
-        })
-        .collect();
-    TractTensor::from_shape(shape, &values)
-}
-
-/// Packs typed elements as little-endian bytes.
-fn pack<T: Copy, const N: usize>(
-    values: tract_onnx::prelude::TractResult<&[T]>,
-    encode: impl Fn(T) -> [u8; N],
-) -> tract_onnx::prelude::TractResult<Vec<u8>> {
-    Ok(values?.iter().flat_map(|&value| encode(value)).collect())
 }
 
 /// The ONNX element type of a tract datum type.
