@@ -6,12 +6,16 @@
 //! the stages together for the CLI and for toolchains embedding pare.
 
 pub mod cost;
+pub mod egraph;
 pub mod eval;
 pub mod inspect;
 pub mod ir;
 pub mod onnx;
 pub mod onnxruntime;
+pub mod optimize_report;
+pub mod passes;
 pub mod pipeline;
 pub mod runtime;
 pub mod samples;
 pub mod verify;
+pub mod weights;

@@ -35,30 +35,86 @@ enum Command {
         json: bool,
     },
     /// Optimize a model and write the result (only if it verifies).
-    Optimize {
-        /// The input model (a path, or - for stdin).
-        input: PathBuf,
-        /// Where to write the result (a path, or - for stdout).
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Pass families to run: none, all, or a comma-separated list.
-        #[arg(long, default_value = "all")]
-        passes: String,
-        #[command(flatten)]
-        shapes: ShapeArgs,
-        /// Store tensors in OUTPUT.data (default: only when the input did, or
-        /// when the model would exceed protobuf's 2 GiB limit).
-        #[arg(long, conflicts_with = "no_external_data")]
-        external_data: bool,
-        /// Keep every tensor inside the model file (fails above 2 GiB).
-        #[arg(long)]
-        no_external_data: bool,
-        /// Tensors smaller than this many bytes stay in the model file.
-        #[arg(long, default_value_t = 1024, value_name = "BYTES")]
-        external_threshold: u64,
-    },
+    Optimize(OptimizeArgs),
+    /// List every pass family and rule, with the guards and appliers rules may use.
+    Passes,
     /// Compare a candidate model's outputs with a reference model's or with golden outputs.
     Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct OptimizeArgs {
+    /// The input model (a path, or - for stdin).
+    input: PathBuf,
+    /// Where to write the result (a path, or - for stdout).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Pass families to run: none (lossless round trip), all, or a comma-separated list.
+    #[arg(long, default_value = "all")]
+    passes: String,
+    /// Extra rules in pare's rule syntax (repeatable; see passes/README.md).
+    #[arg(long = "rules", value_name = "FILE")]
+    rules: Vec<PathBuf>,
+    /// What extraction minimizes.
+    #[arg(long, value_enum, default_value = "latency")]
+    objective: ObjectiveArg,
+    /// Device profile the costs are estimated on (x86-avx2, cortex-a, mcu).
+    #[arg(long, default_value = pare::cost::profile::DEFAULT_DEVICE, conflicts_with = "device_file")]
+    device: String,
+    /// A device profile in TOML (see src/cost/devices/).
+    #[arg(long, value_name = "FILE")]
+    device_file: Option<PathBuf>,
+    /// Largest summed error estimate of approximate rewrites (0: exact only).
+    #[arg(long, default_value_t = 0.0)]
+    budget: f64,
+    /// Saturation limits: iterations, e-nodes, seconds.
+    #[arg(long, default_value_t = 30)]
+    iter_limit: usize,
+    #[arg(long, default_value_t = 500_000)]
+    node_limit: usize,
+    #[arg(long, default_value_t = 120)]
+    time_limit: u64,
+    /// Write the before/after summary, rule firings and verification as JSON.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    /// Write the result without checking it against the input.
+    #[arg(long)]
+    no_verify: bool,
+    /// Verification: seeded random samples, tolerance and runtime.
+    #[arg(long, default_value_t = 2)]
+    samples: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Largest relative L2 error per output (default 1e-5 when no tolerance is given).
+    #[arg(long)]
+    max_rel_l2: Option<f64>,
+    #[arg(long)]
+    rtol: Option<f64>,
+    #[arg(long)]
+    atol: Option<f64>,
+    #[arg(long, value_enum, default_value = "tract")]
+    runtime: RuntimeArg,
+    #[arg(long, value_enum, default_value = "none")]
+    ort_opt: OrtOptArg,
+    #[command(flatten)]
+    shapes: ShapeArgs,
+    /// Store tensors in OUTPUT.data (default: only when the input did, or
+    /// when the model would exceed protobuf's 2 GiB limit).
+    #[arg(long, conflicts_with = "no_external_data")]
+    external_data: bool,
+    /// Keep every tensor inside the model file (fails above 2 GiB).
+    #[arg(long)]
+    no_external_data: bool,
+    /// Tensors smaller than this many bytes stay in the model file.
+    #[arg(long, default_value_t = 1024, value_name = "BYTES")]
+    external_threshold: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ObjectiveArg {
+    Latency,
+    Energy,
+    Size,
 }
 
 #[derive(Args)]
@@ -165,41 +221,136 @@ fn run(cli: Cli) -> Result<Outcome> {
             let text = if json { serde_json::to_string_pretty(&report)? + "\n" } else { inspect::table(&report) };
             print_report(&text)?;
         }
-        Command::Optimize { input, output, passes, shapes, external_data, no_external_data, external_threshold } => {
-            let families = pipeline::parse_passes(&passes)?;
-            let loaded = pipeline::load(&input, &shapes.parse()?)?;
-            debug_assert!(families.is_empty(), "no pass family is implemented yet");
-            let options = WriteOptions {
-                external: if external_data {
-                    ExternalData::Always
-                } else if no_external_data {
-                    ExternalData::Never
-                } else {
-                    ExternalData::Auto
-                },
-                external_threshold,
-                source_had_external_data: loaded.had_external_data,
-                ..Default::default()
-            };
-            let written = pipeline::save(loaded.model, &output, &options)
-                .with_context(|| format!("writing {}", output.display()))?;
-            if output.as_os_str() != "-" {
-                let external = written
-                    .external
-                    .map(|(path, size)| format!(" + {} ({})", path.display(), inspect::human_bytes(size)))
-                    .unwrap_or_default();
-                eprintln!("wrote {} ({}){external}", output.display(), inspect::human_bytes(written.model_bytes));
-            }
-        }
+        Command::Optimize(args) => return optimize(args),
+        Command::Passes => print_report(&pare::passes::listing()?)?,
+    }
+    Ok(Outcome::Success)
+}
+
+fn runtime_choice(runtime: RuntimeArg, ort_opt: OrtOptArg) -> pare::runtime::RuntimeChoice {
+    use pare::onnxruntime::GraphOptimization;
+    use pare::runtime::RuntimeChoice;
+    match (runtime, ort_opt) {
+        (RuntimeArg::Tract, _) => RuntimeChoice::Tract,
+        (RuntimeArg::Ort, OrtOptArg::None) => RuntimeChoice::Ort(GraphOptimization::None),
+        (RuntimeArg::Ort, OrtOptArg::All) => RuntimeChoice::Ort(GraphOptimization::All),
+    }
+}
+
+fn optimize(args: OptimizeArgs) -> Result<Outcome> {
+    use pare::cost::{DeviceProfile, Objective};
+    use pare::egraph::{Limits, Options};
+    use pare::optimize_report::{self, OptimizeReport};
+    use pare::runtime::Runtime;
+    use pare::verify::Tolerance;
+
+    let fixed = args.shapes.parse()?;
+    let families = pipeline::parse_passes(&args.passes)?;
+    let user_rules = args
+        .rules
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the rules", path.display()))?;
+            Ok((path.display().to_string(), text))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let profile = match &args.device_file {
+        Some(path) => DeviceProfile::from_file(path)?,
+        None => DeviceProfile::shipped(&args.device)?,
+    };
+    if !(args.budget.is_finite() && args.budget >= 0.0) {
+        anyhow::bail!("--budget must be a number >= 0, not {}", args.budget);
+    }
+    let tolerance = match (args.rtol, args.atol, args.max_rel_l2) {
+        (None, None, None) => Tolerance { max_rel_l2: Some(1e-5), ..Default::default() },
+        (rtol, atol, max_rel_l2) => Tolerance { rtol, atol, max_rel_l2, min_top1: None },
+    };
+    tolerance.validate()?;
+    let options = Options {
+        families,
+        user_rules,
+        limits: Limits {
+            iterations: args.iter_limit,
+            nodes: args.node_limit,
+            time: std::time::Duration::from_secs(args.time_limit),
+        },
+        objective: match args.objective {
+            ObjectiveArg::Latency => Objective::Latency,
+            ObjectiveArg::Energy => Objective::Energy,
+            ObjectiveArg::Size => Objective::Size,
+        },
+        profile,
+        budget: args.budget,
+    };
+
+    let loaded = pipeline::load(&args.input, &fixed)?;
+    let had_external_data = loaded.had_external_data;
+    let before = pipeline::summarize(&loaded.model, &options.profile);
+    let original = loaded.model.clone();
+    let (optimized, engine) = pipeline::optimize(loaded.model, &args.input, &fixed, &options)?;
+    let after = pipeline::summarize(&optimized, &options.profile);
+    let label = format!("{} (optimized)", args.input.display());
+    let proto = pare::ir::export(optimized).with_context(|| label.clone())?;
+
+    let verification = if args.no_verify || engine.is_none() {
+        None
+    } else {
+        let choice = runtime_choice(args.runtime, args.ort_opt);
+        let hint = "(pass --runtime ort, or --no-verify to skip verification)";
+        let reference_proto = pare::ir::export(original.clone()).with_context(|| args.input.display().to_string())?;
+        let mut reference = Runtime::from_model(&reference_proto, &args.input.display().to_string(), choice, &fixed)
+            .with_context(|| format!("cannot verify {hint}"))?;
+        let mut candidate =
+            Runtime::from_model(&proto, &label, choice, &fixed).with_context(|| format!("cannot verify {hint}"))?;
+        // Dims left symbolic are verified at 1 (fix them with --input-shape).
+        let specs = pare::samples::input_specs_filled(&original, 1)?;
+        let samples = pare::samples::random(&specs, args.samples, args.seed)?.map(Ok);
+        Some(pare::verify::compare(&mut candidate, Some(&mut reference), samples, &tolerance, &label)?)
+    };
+    let passed = verification.as_ref().is_none_or(|v| v.passed);
+    let report = OptimizeReport::new(&options, before, after, engine, verification);
+    let text = optimize_report::table(&report);
+    if args.output.as_os_str() == "-" {
+        eprint!("{text}");
+    } else {
+        print_report(&text)?;
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("{}: cannot write the report", path.display()))?;
+    }
+    if !passed {
+        eprintln!("pare: verification failed; {} was not written", args.output.display());
+        return Ok(Outcome::VerificationFailed);
+    }
+    let write_options = WriteOptions {
+        external: if args.external_data {
+            ExternalData::Always
+        } else if args.no_external_data {
+            ExternalData::Never
+        } else {
+            ExternalData::Auto
+        },
+        external_threshold: args.external_threshold,
+        source_had_external_data: had_external_data,
+        ..Default::default()
+    };
+    let written = pare::onnx::write_model(proto, &args.output, &write_options)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    if args.output.as_os_str() != "-" {
+        let external = written
+            .external
+            .map(|(path, size)| format!(" + {} ({})", path.display(), inspect::human_bytes(size)))
+            .unwrap_or_default();
+        eprintln!("wrote {} ({}){external}", args.output.display(), inspect::human_bytes(written.model_bytes));
     }
     Ok(Outcome::Success)
 }
 
 fn verify(args: VerifyArgs) -> Result<Outcome> {
-    use pare::onnxruntime::GraphOptimization;
-    use pare::runtime::{Runtime, RuntimeChoice};
+    use pare::runtime::Runtime;
     use pare::samples;
-    use pare::verify::{OutputStats, Report, TensorView, Tolerance};
+    use pare::verify::Tolerance;
 
     let tolerance =
         Tolerance { rtol: args.rtol, atol: args.atol, max_rel_l2: args.max_rel_l2, min_top1: args.min_top1 };
@@ -211,11 +362,7 @@ fn verify(args: VerifyArgs) -> Result<Outcome> {
         ([_], None) => anyhow::bail!("give REFERENCE and CANDIDATE, or CANDIDATE with --golden DIR"),
         (_, _) => anyhow::bail!("with --golden DIR give only the CANDIDATE model"),
     };
-    let choice = match (args.runtime, args.ort_opt) {
-        (RuntimeArg::Tract, _) => RuntimeChoice::Tract,
-        (RuntimeArg::Ort, OrtOptArg::None) => RuntimeChoice::Ort(GraphOptimization::None),
-        (RuntimeArg::Ort, OrtOptArg::All) => RuntimeChoice::Ort(GraphOptimization::All),
-    };
+    let choice = runtime_choice(args.runtime, args.ort_opt);
 
     // Both models load before any sample is made, so a bad model is reported first.
     let mut reference = match &reference_path {
@@ -235,43 +382,8 @@ fn verify(args: VerifyArgs) -> Result<Outcome> {
             }
         };
 
-    let mut stats: Vec<OutputStats> = Vec::new();
-    for (index, sample) in sample_source.enumerate() {
-        let sample = sample?;
-        let produced = candidate.run(&sample.inputs)?;
-        let expected = match reference.as_mut() {
-            Some(reference) => reference.run(&sample.inputs)?,
-            None if sample.expected.is_empty() => {
-                anyhow::bail!("sample {index} of --golden has no output_N.pb to compare with")
-            }
-            None => sample.expected,
-        };
-        if expected.len() != produced.len() {
-            anyhow::bail!(
-                "{}: the candidate has {} outputs, the reference {}",
-                candidate_path.display(),
-                produced.len(),
-                expected.len()
-            );
-        }
-        for (position, (want, got)) in expected.iter().zip(&produced).enumerate() {
-            // Outputs pair up by position; the name shown is the candidate's.
-            let name = if got.name.is_empty() { want.name.as_str() } else { got.name.as_str() };
-            if stats.len() <= position {
-                let dtype = got.tensor.dtype().map_or("unknown".to_string(), |d| d.to_string());
-                stats.push(OutputStats::new(name, &dtype, &tolerance)?);
-            }
-            let numbers = |t: &pare::eval::NamedTensor| {
-                t.tensor.to_f64().ok_or_else(|| anyhow::anyhow!("output '{}' holds no numbers to compare", t.name))
-            };
-            let (want_values, got_values) = (numbers(want)?, numbers(got)?);
-            stats[position].add(
-                TensorView::new(&want_values, want.tensor.shape()),
-                TensorView::new(&got_values, got.tensor.shape()),
-            )?;
-        }
-    }
-    let report = Report::new(tolerance, stats.iter().map(OutputStats::report).collect());
+    let label = candidate_path.display().to_string();
+    let report = pare::verify::compare(&mut candidate, reference.as_mut(), sample_source, &tolerance, &label)?;
     let text = if args.json { serde_json::to_string_pretty(&report)? + "\n" } else { pare::verify::table(&report) };
     print_report(&text)?;
     Ok(if report.passed { Outcome::Success } else { Outcome::VerificationFailed })

@@ -115,22 +115,34 @@ pub struct OrtSession {
     path: PathBuf,
 }
 
+/// A session builder with pare's settings: the graph optimization level and one intra-op thread.
+fn session_builder(path: &Path, optimization: GraphOptimization) -> Result<ort::session::builder::SessionBuilder, OrtError> {
+    let run_error = |message: String| OrtError::Run { path: path.to_path_buf(), message };
+    let level = match optimization {
+        GraphOptimization::None => GraphOptimizationLevel::Disable,
+        GraphOptimization::All => GraphOptimizationLevel::All,
+    };
+    Session::builder(environment()?)
+        .map_err(|e| run_error(e.to_string()))?
+        .with_optimization_level(level)
+        .map_err(|e| run_error(e.to_string()))?
+        .with_intra_threads(1)
+        .map_err(|e| run_error(e.to_string()))
+}
+
 impl OrtSession {
     pub fn load(path: &Path, optimization: GraphOptimization) -> Result<OrtSession, OrtError> {
-        let run_error = |message: String| OrtError::Run { path: path.to_path_buf(), message };
-        let level = match optimization {
-            GraphOptimization::None => GraphOptimizationLevel::Disable,
-            GraphOptimization::All => GraphOptimizationLevel::All,
-        };
-        let session = Session::builder(environment()?)
-            .map_err(|e| run_error(e.to_string()))?
-            .with_optimization_level(level)
-            .map_err(|e| run_error(e.to_string()))?
-            .with_intra_threads(1)
-            .map_err(|e| run_error(e.to_string()))?
-            .commit_from_file(path)
-            .map_err(|e| run_error(e.to_string()))?;
+        let mut builder = session_builder(path, optimization)?;
+        let session = builder.commit_from_file(path).map_err(|e| OrtError::Run { path: path.to_path_buf(), message: e.to_string() })?;
         Ok(OrtSession { session, path: path.to_path_buf() })
+    }
+
+    /// Loads a model from its encoded bytes (no external data); `label` names it in errors.
+    pub fn from_bytes(bytes: &[u8], label: &Path, optimization: GraphOptimization) -> Result<OrtSession, OrtError> {
+        let mut builder = session_builder(label, optimization)?;
+        let session =
+            builder.commit_from_memory(bytes).map_err(|e| OrtError::Run { path: label.to_path_buf(), message: e.to_string() })?;
+        Ok(OrtSession { session, path: label.to_path_buf() })
     }
 
     /// Names of the model's inputs, in order.

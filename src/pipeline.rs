@@ -1,10 +1,16 @@
-//! The stages of a pare run in order — read, import, infer shapes, (passes),
-//! export, write — as library calls, with one error type that says which file
-//! and which stage failed.
+//! The stages of a pare run in order — read, import, infer shapes, optimize
+//! (the e-graph engine over the chosen pass families), export, write — as
+//! library calls, with one error type that says which file and which stage
+//! failed, and the before/after summary `pare optimize` reports.
 
 use std::path::{Path, PathBuf};
 
-use crate::ir::{self, IrError, Model};
+use serde::Serialize;
+
+use crate::cost::{graph_estimate, DeviceProfile};
+use crate::egraph::{self, EgraphError, EngineReport};
+use crate::ir::{self, IrError, Model, Shape};
+use crate::onnx::proto::type_proto;
 use crate::onnx::{self, OnnxError, WriteOptions};
 
 /// Why a pipeline stage failed.
@@ -16,6 +22,8 @@ pub enum PipelineError {
     Ir { path: PathBuf, source: IrError },
     #[error("unknown pass family '{name}' (known: {known})")]
     UnknownPass { name: String, known: String },
+    #[error("{path}: {reason}")]
+    Engine { path: PathBuf, reason: EgraphError },
 }
 
 /// A model loaded into the IR, with what the writer needs to know of its source.
@@ -36,8 +44,8 @@ pub fn load(path: &Path, fixed_shapes: &[(String, Vec<i64>)]) -> Result<LoadedMo
     Ok(LoadedModel { model, had_external_data: loaded.had_external_data, file_bytes: loaded.file_bytes })
 }
 
-/// The pass families pare knows (exact clean-ups and compressions arrive here).
-pub const PASS_FAMILIES: &[&str] = &[];
+/// The pass families pare knows, in the order they are listed (all exact).
+pub const PASS_FAMILIES: &[&str] = &["fold", "fuse", "clean"];
 
 /// Parses `--passes`: `none`, `all`, or a comma-separated list of families.
 pub fn parse_passes(list: &str) -> Result<Vec<String>, PipelineError> {
@@ -65,4 +73,63 @@ pub fn parse_passes(list: &str) -> Result<Vec<String>, PipelineError> {
 pub fn save(model: Model, path: &Path, options: &WriteOptions) -> Result<onnx::write::Written, PipelineError> {
     let proto = ir::export(model).map_err(|source| PipelineError::Ir { path: path.to_path_buf(), source })?;
     Ok(onnx::write_model(proto, path, options)?)
+}
+
+/// What a model costs, for the before/after table.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    pub nodes: u64,
+    pub params: u64,
+    pub macs: u64,
+    pub weight_bytes: u64,
+    /// Estimated on the device profile (unknown dims count as 1).
+    pub latency_seconds: f64,
+    pub energy_joules: f64,
+}
+
+/// Summarizes a model whose shapes were inferred.
+pub fn summarize(model: &Model, profile: &DeviceProfile) -> Summary {
+    let counts = crate::inspect::inspect(model);
+    let estimate = graph_estimate(&model.graph, profile);
+    Summary {
+        nodes: counts.nodes,
+        params: counts.params,
+        macs: counts.macs,
+        weight_bytes: counts.weight_bytes,
+        latency_seconds: estimate.latency_seconds,
+        energy_joules: estimate.energy_joules,
+    }
+}
+
+/// Runs the e-graph engine on a loaded model (`path` names it in errors) and
+/// re-infers shapes with the same fixed inputs. With no family and no user
+/// rule the model comes back untouched. Graph inputs fixed by `fixed` are
+/// declared with those shapes in the result, since rewrites such as folding
+/// `Shape` rely on them.
+pub fn optimize(
+    model: Model,
+    path: &Path,
+    fixed: &[(String, Vec<i64>)],
+    options: &egraph::Options,
+) -> Result<(Model, Option<EngineReport>), PipelineError> {
+    if options.families.is_empty() && options.user_rules.is_empty() {
+        return Ok((model, None));
+    }
+    let engine_error = |reason| PipelineError::Engine { path: path.to_path_buf(), reason };
+    let (mut optimized, report) = egraph::optimize(&model, options).map_err(engine_error)?;
+    declare_fixed_inputs(&mut optimized, fixed);
+    ir::infer::infer(&mut optimized, fixed).map_err(|source| PipelineError::Ir { path: path.to_path_buf(), source })?;
+    Ok((optimized, Some(report)))
+}
+
+/// Writes fixed input shapes into the graph inputs' declarations.
+fn declare_fixed_inputs(model: &mut Model, fixed: &[(String, Vec<i64>)]) {
+    let graph = &mut model.graph;
+    for io in &mut graph.inputs {
+        let name = &graph.values[io.value.0].name;
+        let Some((_, dims)) = fixed.iter().find(|(n, _)| n == name) else { continue };
+        if let Some(type_proto::Value::TensorType(tensor)) = io.declared.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+            tensor.shape = Some(Shape::known(dims).to_proto());
+        }
+    }
 }

@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use crate::eval::{EvalError, Evaluator, NamedTensor};
+use prost::Message;
+
+use crate::eval::{EvalError, Evaluator, EvaluatorBuilder, NamedTensor};
+use crate::onnx::proto::ModelProto;
 use crate::onnxruntime::{GraphOptimization, OrtError, OrtSession};
 
 /// Which runtime to run models on.
@@ -36,6 +39,24 @@ impl Runtime {
         Ok(match choice {
             RuntimeChoice::Tract => Runtime::Tract(Box::new(Evaluator::from_path(path, fixed)?)),
             RuntimeChoice::Ort(optimization) => Runtime::Ort(OrtSession::load(path, optimization)?),
+        })
+    }
+
+    /// Loads a model held in memory (its external data already loaded);
+    /// `label` names it in errors.
+    pub fn from_model(
+        model: &ModelProto,
+        label: &str,
+        choice: RuntimeChoice,
+        fixed: &[(String, Vec<i64>)],
+    ) -> Result<Runtime, RuntimeError> {
+        Ok(match choice {
+            RuntimeChoice::Tract => Runtime::Tract(Box::new(
+                EvaluatorBuilder::new().fixed_input_shapes(fixed).build_from_model(model, label)?,
+            )),
+            RuntimeChoice::Ort(optimization) => {
+                Runtime::Ort(OrtSession::from_bytes(&model.encode_to_vec(), Path::new(label), optimization)?)
+            }
         })
     }
 

@@ -59,15 +59,32 @@ pub fn input_names(model: &Model) -> Vec<String> {
 /// The graph inputs a caller feeds, with their shapes, which must be fully
 /// known (after `--input-shape`).
 pub fn input_specs(model: &Model) -> Result<Vec<InputSpec>, SampleError> {
+    specs_with(model, None)
+}
+
+/// The graph inputs a caller feeds, with symbolic or unknown dims set to
+/// `fill` (a rank must still be known).
+pub fn input_specs_filled(model: &Model, fill: usize) -> Result<Vec<InputSpec>, SampleError> {
+    specs_with(model, Some(fill))
+}
+
+fn specs_with(model: &Model, fill: Option<usize>) -> Result<Vec<InputSpec>, SampleError> {
     fed_inputs(model)
         .map(|value| {
             let dynamic = || SampleError::DynamicInput {
                 name: value.name.clone(),
                 shape: value.shape.as_ref().map_or("unknown".into(), ToString::to_string),
             };
-            let dims = value.shape.as_ref().and_then(|s| s.as_known()).ok_or_else(dynamic)?;
-            let shape =
-                dims.iter().map(|&d| usize::try_from(d).ok()).collect::<Option<Vec<_>>>().ok_or_else(dynamic)?;
+            let shape = value.shape.as_ref().ok_or_else(dynamic)?;
+            let shape = shape
+                .0
+                .iter()
+                .map(|dim| match (dim.known(), fill) {
+                    (Some(d), _) => usize::try_from(d).ok(),
+                    (None, fill) => fill,
+                })
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(dynamic)?;
             Ok(InputSpec { name: value.name.clone(), dtype: value.dtype.unwrap_or(DataType::Float), shape })
         })
         .collect()

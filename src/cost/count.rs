@@ -122,30 +122,46 @@ fn macs(graph: &Graph, index: NodeIndex) -> Option<u64> {
     if !node.domain.is_empty() && node.domain != "ai.onnx" {
         return Some(0);
     }
-    match node.op_type.as_str() {
+    let shapes = LinearShapes {
+        first_input: known_shape(graph, node.input(0)),
+        second_input: known_shape(graph, node.input(1)),
+        output: known_shape(graph, node.output(0)),
+        trans_a: node.attr_int("transA").unwrap_or(0) != 0,
+    };
+    linear_macs(&node.op_type, &shapes)
+}
+
+/// The shapes a linear layer's MAC count depends on (`None`: not known).
+#[derive(Clone, Debug, Default)]
+pub struct LinearShapes {
+    pub first_input: Option<Vec<u64>>,
+    pub second_input: Option<Vec<u64>>,
+    pub output: Option<Vec<u64>>,
+    /// Gemm's transA.
+    pub trans_a: bool,
+}
+
+/// Multiply-accumulates of a default-domain operator: the linear layers by
+/// their shapes, `Some(0)` for every other operator.
+pub fn linear_macs(op_type: &str, shapes: &LinearShapes) -> Option<u64> {
+    match op_type {
         "Conv" => {
-            let weight = known_shape(graph, node.input(1))?;
-            let output = known_shape(graph, node.output(0))?;
             // weight: [Cout, Cin/groups, k...]; output: [N, Cout, spatial...]
-            product(&output)?.checked_mul(product(weight.get(1..)?)?)
+            let weight = shapes.second_input.as_ref()?;
+            product(shapes.output.as_ref()?)?.checked_mul(product(weight.get(1..)?)?)
         }
         "ConvTranspose" => {
-            let input = known_shape(graph, node.input(0))?;
-            let weight = known_shape(graph, node.input(1))?;
             // weight: [Cin, Cout/groups, k...]; each input element feeds Cout/groups·K outputs.
-            product(&input)?.checked_mul(product(weight.get(1..)?)?)
+            let weight = shapes.second_input.as_ref()?;
+            product(shapes.first_input.as_ref()?)?.checked_mul(product(weight.get(1..)?)?)
         }
         "Gemm" => {
-            let a = known_shape(graph, node.input(0))?;
-            let output = known_shape(graph, node.output(0))?;
-            let trans_a = node.attr_int("transA").unwrap_or(0) != 0;
-            let k = if trans_a { *a.first()? } else { *a.get(1)? };
-            product(&output)?.checked_mul(k)
+            let a = shapes.first_input.as_ref()?;
+            let k = if shapes.trans_a { *a.first()? } else { *a.get(1)? };
+            product(shapes.output.as_ref()?)?.checked_mul(k)
         }
         "MatMul" | "MatMulInteger" | "QLinearMatMul" => {
-            let a = known_shape(graph, node.input(0))?;
-            let output = known_shape(graph, node.output(0))?;
-            product(&output)?.checked_mul(*a.last()?)
+            product(shapes.output.as_ref()?)?.checked_mul(*shapes.first_input.as_ref()?.last()?)
         }
         _ => Some(0),
     }

@@ -1,6 +1,26 @@
 //! What a node costs: parameters, multiply-accumulates, weight and activation
-//! bytes. (Latency and energy per device profile build on these counts.)
+//! bytes ([`count`]), and the latency and energy those mean on a device
+//! ([`estimate`], with [`profile`]s of the targets).
 
 pub mod count;
+pub mod estimate;
+pub mod profile;
 
-pub use count::{node_cost, node_weights, weight_size, NodeCost, WeightSize};
+pub use count::{linear_macs, node_cost, node_weights, weight_size, LinearShapes, NodeCost, WeightSize};
+pub use estimate::{estimate, graph_estimate, Estimate, Work};
+pub use profile::{DeviceProfile, ProfileError};
+
+use serde::{Deserialize, Serialize};
+
+/// What optimization minimizes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Estimated latency on the device.
+    #[default]
+    Latency,
+    /// Estimated energy on the device.
+    Energy,
+    /// Bytes of weights stored.
+    Size,
+}

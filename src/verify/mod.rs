@@ -6,7 +6,8 @@
 //! One [`OutputStats`] accumulates one output over any number of samples without keeping
 //! them; [`OutputStats::report`] turns the sums into an [`OutputReport`] with a verdict, and
 //! [`Report::new`] gathers the outputs' verdicts. [`table`] renders a report for people,
-//! serde renders it as JSON.
+//! serde renders it as JSON. [`compare`] runs samples through two runtimes (or one and the
+//! golden outputs) and fills the stats.
 //!
 //! # Metrics (all aggregated over every element of every sample)
 //!
@@ -41,6 +42,7 @@
 //!
 //! See [`Tolerance`]: an output passes when every criterion that applies to it holds.
 
+mod compare;
 mod format;
 mod stats;
 #[cfg(test)]
@@ -49,6 +51,7 @@ mod top_k;
 
 use serde::{Deserialize, Serialize};
 
+pub use compare::{compare, CompareError};
 pub use format::table;
 pub use stats::{AllcloseReport, Location, OutputReport, OutputStats};
 pub use top_k::TopKReport;

@@ -1,0 +1,263 @@
+//! Budgeted, DAG-aware extraction: picks one e-node per needed e-class so the
+//! chosen graph minimizes cost + λ·error, where a value shared by several
+//! consumers is paid once (each candidate's cost is summed over the set of
+//! e-classes it needs, not over a tree). Approximate alternatives carry an
+//! error; λ is bisected so the summed error of the choice fits the budget.
+//!
+//! Costs per e-node come from the device profile and the objective: latency
+//! or energy of operators (weights and weight-only computations are free at
+//! run time: they are initializers), or weight bytes for `size`.
+
+use std::collections::HashMap;
+
+use egg::{Id, Language};
+use fixedbitset::FixedBitSet;
+use serde::Serialize;
+
+use super::analysis::{ClassFacts, Graph};
+use super::language::{split_op, Onnx};
+use crate::cost::{estimate, linear_macs, DeviceProfile, LinearShapes, Objective, Work};
+
+/// What the chosen graph costs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Choice {
+    /// The chosen e-node of every e-class the root needs (weight-only
+    /// operands included).
+    #[serde(skip)]
+    pub chosen: HashMap<Id, Onnx>,
+    /// Summed cost in the objective's unit (seconds, joules or bytes).
+    pub cost: f64,
+    /// Summed error estimate of the approximate alternatives chosen.
+    pub error: f64,
+    /// The λ the choice was made with.
+    pub lambda: f64,
+}
+
+/// Why nothing could be extracted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExtractError {
+    #[error("the e-graph has no acyclic choice for its outputs")]
+    NoChoice,
+    #[error("no choice fits the error budget {budget} (smallest error reachable: {smallest})")]
+    OverBudget { budget: f64, smallest: f64 },
+}
+
+/// Size-objective tie-breaker per operator, in bytes: fewer nodes win.
+const NODE_TIE_BREAK_BYTES: f64 = 1e-3;
+
+/// Cost and error of every e-node, computed once.
+pub struct NodeCosts {
+    ids: Vec<Id>,
+    index: HashMap<Id, usize>,
+    /// Per class: (node, cost, error, runtime children (None: needs no runtime children)).
+    nodes: Vec<Vec<Candidate>>,
+}
+
+struct Candidate {
+    node: Onnx,
+    cost: f64,
+    error: f64,
+    /// Classes that must be chosen with it.
+    children: Vec<usize>,
+    /// Children that cost nothing at run time (a weight computation's operands).
+    folded: bool,
+}
+
+fn static_or_one(facts: &ClassFacts) -> Option<Vec<u64>> {
+    facts.shape.as_ref().map(|s| s.0.iter().map(|d| d.known().unwrap_or(1).max(0) as u64).collect())
+}
+
+fn bytes(facts: &ClassFacts) -> u64 {
+    let elements: u64 = static_or_one(facts).map_or(0, |dims| dims.iter().product());
+    facts.dtype.and_then(|d| d.byte_size(elements)).unwrap_or(0)
+}
+
+impl NodeCosts {
+    pub fn new(egraph: &Graph, profile: &DeviceProfile, objective: Objective) -> NodeCosts {
+        let mut ids: Vec<Id> = egraph.classes().map(|c| c.id).collect();
+        ids.sort();
+        let index: HashMap<Id, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let nodes = ids
+            .iter()
+            .map(|&id| {
+                egraph[id]
+                    .nodes
+                    .iter()
+                    .map(|node| {
+                        let (cost, error) = node_cost(egraph, id, node, profile, objective);
+                        let children = node.children().iter().map(|c| index[&egraph.find(*c)]).collect();
+                        let folded = matches!(node, Onnx::Weights(..));
+                        Candidate { node: node.clone(), cost, error, children, folded }
+                    })
+                    .collect()
+            })
+            .collect();
+        NodeCosts { ids, index, nodes }
+    }
+}
+
+/// (cost, error) of one e-node in its class.
+fn node_cost(egraph: &Graph, class: Id, node: &Onnx, profile: &DeviceProfile, objective: Objective) -> (f64, f64) {
+    let facts = &egraph[class].data;
+    match node {
+        Onnx::Approx(bits, _) => (0.0, Onnx::approx_error(*bits)),
+        Onnx::Weight(_) | Onnx::Weights(..) => match objective {
+            Objective::Size => (bytes(facts) as f64, 0.0),
+            _ => (0.0, 0.0),
+        },
+        Onnx::Op(op, children) | Onnx::Tuple(op, children) => {
+            if objective == Objective::Size {
+                return (NODE_TIE_BREAK_BYTES, 0.0);
+            }
+            let mut work = Work::default();
+            let mut inputs: Vec<&ClassFacts> = Vec::new();
+            for &child in children.iter() {
+                let child_facts = &egraph[child].data;
+                if egraph[child].nodes.iter().any(|n| matches!(n, Onnx::Attrs(_) | Onnx::Absent)) {
+                    continue;
+                }
+                if child_facts.constant.is_some() {
+                    work.weight_bytes += bytes(child_facts);
+                } else {
+                    work.input_bytes += bytes(child_facts);
+                }
+                inputs.push(child_facts);
+            }
+            work.dtype = inputs.first().and_then(|f| f.dtype);
+            if matches!(node, Onnx::Op(..)) {
+                work.output_bytes = bytes(facts);
+                work.output_elements = static_or_one(facts).map_or(0, |d| d.iter().product());
+            }
+            let (domain, op_type) = split_op(*op);
+            if domain.is_empty() {
+                let trans_a = children
+                    .iter()
+                    .find_map(|&c| super::analysis::attrs_of(egraph, c))
+                    .and_then(|a| a.int("transA"))
+                    .unwrap_or(0)
+                    != 0;
+                let shapes = LinearShapes {
+                    first_input: inputs.first().and_then(|f| static_or_one(f)),
+                    second_input: inputs.get(1).and_then(|f| static_or_one(f)),
+                    output: static_or_one(facts),
+                    trans_a,
+                };
+                work.macs = linear_macs(op_type, &shapes).unwrap_or(0);
+            }
+            let estimate = estimate(profile, &work);
+            let cost = match objective {
+                Objective::Latency => estimate.latency_seconds,
+                Objective::Energy => estimate.energy_joules,
+                Objective::Size => unreachable!("handled above"),
+            };
+            (cost, 0.0)
+        }
+        Onnx::Output(..) | Onnx::Root(_) | Onnx::Input(_) | Onnx::Attrs(_) | Onnx::Absent => (0.0, 0.0),
+    }
+}
+
+struct Best {
+    candidate: usize,
+    total: f64,
+    cost: f64,
+    error: f64,
+    needs: FixedBitSet,
+}
+
+/// Extracts with a fixed λ.
+pub fn extract_with(costs: &NodeCosts, egraph: &Graph, root: Id, lambda: f64) -> Result<Choice, ExtractError> {
+    let n = costs.ids.len();
+    let mut best: Vec<Option<Best>> = (0..n).map(|_| None).collect();
+    let own = |b: &Best| b.cost + lambda * b.error;
+    let mut changed = true;
+    let mut rounds = 0;
+    while changed && rounds < 10 * n.max(1) {
+        changed = false;
+        rounds += 1;
+        for class in 0..n {
+            for (ci, candidate) in costs.nodes[class].iter().enumerate() {
+                if candidate.children.iter().any(|&c| best[c].is_none()) {
+                    continue;
+                }
+                let mut needs = FixedBitSet::with_capacity(n);
+                if !candidate.folded {
+                    for &child in &candidate.children {
+                        needs.union_with(&best[child].as_ref().expect("checked above").needs);
+                    }
+                    if needs.contains(class) {
+                        continue; // a cycle through this class
+                    }
+                }
+                let mut total = candidate.cost + lambda * candidate.error;
+                total += needs.ones().map(|c| own(best[c].as_ref().expect("needed classes are chosen"))).sum::<f64>();
+                needs.insert(class);
+                let better = match &best[class] {
+                    None => true,
+                    Some(current) => total < current.total * (1.0 - 1e-12) - 1e-300,
+                };
+                if better {
+                    best[class] = Some(Best { candidate: ci, total, cost: candidate.cost, error: candidate.error, needs });
+                    changed = true;
+                }
+            }
+        }
+    }
+    let root_index = costs.index[&egraph.find(root)];
+    let root_best = best[root_index].as_ref().ok_or(ExtractError::NoChoice)?;
+    let (mut cost, mut error) = (0.0, 0.0);
+    for class in root_best.needs.ones() {
+        let b = best[class].as_ref().expect("needed classes are chosen");
+        cost += b.cost;
+        error += b.error;
+    }
+    // The chosen nodes: everything the root needs, plus weight computations' operands.
+    let mut chosen = HashMap::new();
+    let mut stack = vec![root_index];
+    while let Some(class) = stack.pop() {
+        let id = costs.ids[class];
+        if chosen.contains_key(&id) {
+            continue;
+        }
+        let b = best[class].as_ref().ok_or(ExtractError::NoChoice)?;
+        let candidate = &costs.nodes[class][b.candidate];
+        stack.extend(candidate.children.iter().copied());
+        chosen.insert(id, candidate.node.clone().map_children(|c| egraph.find(c)));
+    }
+    Ok(Choice { chosen, cost, error, lambda })
+}
+
+/// Extracts the cheapest choice whose summed error fits `budget`.
+pub fn extract(costs: &NodeCosts, egraph: &Graph, root: Id, budget: f64) -> Result<Choice, ExtractError> {
+    let free = extract_with(costs, egraph, root, 0.0)?;
+    if free.error <= budget {
+        return Ok(free);
+    }
+    // Find a λ large enough, then bisect down to the cheapest that fits.
+    let smallest_error = costs.nodes.iter().flatten().map(|c| c.error).filter(|&e| e > 0.0).fold(f64::INFINITY, f64::min);
+    let mut high = (free.cost.max(1e-30) / smallest_error).max(1e-30);
+    let mut fitting = loop {
+        let choice = extract_with(costs, egraph, root, high)?;
+        if choice.error <= budget {
+            break choice;
+        }
+        if high > 1e300 {
+            return Err(ExtractError::OverBudget { budget, smallest: choice.error });
+        }
+        high *= 4.0;
+    };
+    let mut low = 0.0;
+    for _ in 0..60 {
+        if high - low <= high * 1e-6 {
+            break;
+        }
+        let middle = 0.5 * (low + high);
+        let choice = extract_with(costs, egraph, root, middle)?;
+        if choice.error <= budget {
+            high = middle;
+            fitting = choice;
+        } else {
+            low = middle;
+        }
+    }
+    Ok(fitting)
+}

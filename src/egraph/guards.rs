@@ -1,0 +1,183 @@
+//! Named conditions a rule may require (`if guard(?a, ...)` in a rules file).
+//! Each reads the analysis' facts of the matched classes (the matched root
+//! class first, then the guard's arguments) and answers whether the rewrite is
+//! exact there; a guard that cannot tell says no.
+
+use egg::Id;
+
+use super::analysis::{attrs_of, constant_of, is_absent, Graph};
+use crate::ir::{tensor, DataType};
+
+/// A named condition.
+#[derive(Clone, Copy)]
+pub struct Guard {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// Number of arguments; `None` for any number of at least one.
+    arity: Option<usize>,
+    check: fn(&Graph, Id, &[Id]) -> bool,
+}
+
+impl Guard {
+    pub fn holds(&self, egraph: &Graph, root: Id, args: &[Id]) -> bool {
+        (self.check)(egraph, root, args)
+    }
+
+    pub fn check_arity(&self, given: usize) -> Result<(), String> {
+        match self.arity {
+            Some(n) if n != given => Err(format!("takes {n} arguments, given {given}")),
+            None if given == 0 => Err("takes at least one argument".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+const GUARDS: &[Guard] = &[
+    Guard { name: "constant", about: "every argument is a known constant tensor", arity: None, check: all_constant },
+    Guard { name: "same_dtype", about: "the argument has the matched value's element type", arity: Some(1), check: same_dtype },
+    Guard { name: "same_shape", about: "the argument has the matched value's (fully known) shape", arity: Some(1), check: same_shape },
+    Guard { name: "positive_steps", about: "Slice steps are absent or constant and positive", arity: Some(1), check: positive_steps },
+    Guard { name: "identity_permutation", about: "a Transpose's perm keeps every axis in place", arity: Some(1), check: identity_permutation },
+    Guard { name: "inference_dropout", about: "Dropout runs in inference mode (training_mode absent or false)", arity: Some(2), check: inference_dropout },
+    Guard { name: "independent_reshape", about: "a Reshape target is constant and copies no input dim (no 0 entries)", arity: Some(2), check: independent_reshape },
+    Guard { name: "batchnorm_fits", about: "(W scale bias mean var bn_attrs): constant BN parameters, one per Conv output channel", arity: Some(6), check: batchnorm_fits },
+    Guard { name: "batchnorm_fits_transposed", about: "(W scale bias mean var bn_attrs conv_attrs): the same for ConvTranspose (Cout = W.dims[1]·group)", arity: Some(7), check: batchnorm_fits_transposed },
+    Guard { name: "batchnorm_fits_gemm", about: "(B C scale bias mean var bn_attrs gemm_attrs): constant BN parameters, one per Gemm output column, beta ≠ 0", arity: Some(8), check: batchnorm_fits_gemm },
+    Guard { name: "channel_constant", about: "(c W): c is a constant that varies only along the Conv output-channel axis", arity: Some(2), check: channel_constant },
+    Guard { name: "gemm_operands", about: "(A B C): A and B are matrices and C broadcasts one way onto A·B", arity: Some(3), check: gemm_operands },
+];
+
+pub fn lookup(name: &str) -> Option<Guard> {
+    GUARDS.iter().find(|g| g.name == name).copied()
+}
+
+pub fn names() -> Vec<&'static str> {
+    GUARDS.iter().map(|g| g.name).collect()
+}
+
+/// Every guard with its description (for `pare passes`).
+pub fn all() -> &'static [Guard] {
+    GUARDS
+}
+
+fn all_constant(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
+    args.iter().all(|&a| egraph[a].data.constant.is_some())
+}
+
+fn same_dtype(egraph: &Graph, root: Id, args: &[Id]) -> bool {
+    let dtype = egraph[root].data.dtype;
+    dtype.is_some() && dtype == egraph[args[0]].data.dtype
+}
+
+fn same_shape(egraph: &Graph, root: Id, args: &[Id]) -> bool {
+    let dims = egraph[root].data.static_dims();
+    dims.is_some() && dims == egraph[args[0]].data.static_dims()
+}
+
+fn positive_steps(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
+    is_absent(egraph, args[0])
+        || constant_of(egraph, args[0]).and_then(tensor::to_i64).is_some_and(|steps| steps.iter().all(|&s| s > 0))
+}
+
+fn identity_permutation(egraph: &Graph, root: Id, args: &[Id]) -> bool {
+    let Some(attrs) = attrs_of(egraph, args[0]) else { return false };
+    match attrs.ints("perm") {
+        Some(perm) => perm.iter().enumerate().all(|(i, &p)| p == i as i64),
+        // No perm reverses the axes: the identity only for rank 0 and 1.
+        None => egraph[root].data.shape.as_ref().is_some_and(|s| s.rank() <= 1),
+    }
+}
+
+fn default_opset(egraph: &Graph) -> i64 {
+    egraph
+        .analysis
+        .context
+        .opset_import
+        .iter()
+        .find(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
+        .and_then(|o| o.version)
+        .unwrap_or(21)
+}
+
+fn inference_dropout(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
+    let training_off = is_absent(egraph, args[0])
+        || constant_of(egraph, args[0]).and_then(tensor::to_i64).is_some_and(|v| v.iter().all(|&t| t == 0));
+    let Some(attrs) = attrs_of(egraph, args[1]) else { return false };
+    // Before opset 7, Dropout trained unless is_test was set.
+    let legacy_ok = default_opset(egraph) >= 7 || attrs.int("is_test") == Some(1);
+    training_off && legacy_ok
+}
+
+fn independent_reshape(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
+    let Some(target) = constant_of(egraph, args[0]).and_then(tensor::to_i64) else { return false };
+    let allow_zero = attrs_of(egraph, args[1]).and_then(|a| a.int("allowzero")).unwrap_or(0) != 0;
+    allow_zero || target.iter().all(|&d| d != 0)
+}
+
+fn float_constant(egraph: &Graph, id: Id) -> Option<(DataType, Vec<i64>)> {
+    let tensor = constant_of(egraph, id)?;
+    let dtype = tensor::dtype(tensor)?;
+    dtype.is_float().then(|| (dtype, tensor.dims.clone()))
+}
+
+/// BN parameters (scale, bias, mean, var) are float constant vectors of `channels`.
+fn bn_parameters_fit(egraph: &Graph, params: &[Id], bn_attrs: Id, channels: i64) -> bool {
+    let Some(attrs) = attrs_of(egraph, bn_attrs) else { return false };
+    let inference = attrs.int("training_mode").unwrap_or(0) == 0 && attrs.int("spatial").unwrap_or(1) == 1;
+    inference && params.iter().all(|&p| float_constant(egraph, p).is_some_and(|(_, dims)| dims == [channels]))
+}
+
+fn batchnorm_fits(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
+    let Some((_, w)) = float_constant(egraph, args[0]) else { return false };
+    w.len() >= 3 && bn_parameters_fit(egraph, &args[1..5], args[5], w[0])
+}
+
+fn batchnorm_fits_transposed(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
+    let Some((_, w)) = float_constant(egraph, args[0]) else { return false };
+    let group = attrs_of(egraph, args[6]).and_then(|a| a.int("group")).unwrap_or(1);
+    w.len() >= 3 && group >= 1 && w[0] % group == 0 && bn_parameters_fit(egraph, &args[1..5], args[5], w[1] * group)
+}
+
+fn batchnorm_fits_gemm(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
+    let Some((_, b)) = float_constant(egraph, args[0]) else { return false };
+    let Some(gemm) = attrs_of(egraph, args[7]) else { return false };
+    if b.len() != 2 || gemm.float("beta").unwrap_or(1.0) == 0.0 {
+        return false;
+    }
+    let n = if gemm.int("transB").unwrap_or(0) != 0 { b[0] } else { b[1] };
+    let c_fits = is_absent(egraph, args[1])
+        || float_constant(egraph, args[1]).is_some_and(|(_, c)| c.len() <= 2 && c.last().is_none_or(|&d| d == n || d == 1));
+    c_fits && bn_parameters_fit(egraph, &args[2..6], args[6], n)
+}
+
+fn channel_constant(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
+    let (Some((c_type, c)), Some((w_type, w))) = (float_constant(egraph, args[0]), float_constant(egraph, args[1])) else {
+        return false;
+    };
+    let rank = w.len();
+    if c_type != w_type || rank < 3 || c.len() > rank {
+        return false;
+    }
+    // Right-align c against the output [N, Cout, spatial...]: only axis 1 may differ from 1.
+    let offset = rank - c.len();
+    c.iter().enumerate().all(|(i, &d)| d == 1 || (i + offset == 1 && d == w[0]))
+}
+
+fn gemm_operands(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
+    let facts = |id: Id| &egraph[id].data;
+    let (a, b, c) = (facts(args[0]), facts(args[1]), facts(args[2]));
+    let float = a.dtype.is_some_and(|d| matches!(d, DataType::Float | DataType::Double | DataType::Float16));
+    let (Some(a_shape), Some(b_shape), Some(c_shape)) = (&a.shape, &b.shape, &c.shape) else { return false };
+    if !float || a.dtype != b.dtype || a.dtype != c.dtype || a_shape.rank() != 2 || b_shape.rank() != 2 {
+        return false;
+    }
+    let (m, n) = (a_shape.0[0].known(), b_shape.0[1].known());
+    let fits = |dim: &crate::ir::Dim, target: Option<i64>| dim.known() == Some(1) || (dim.known().is_some() && dim.known() == target);
+    default_opset(egraph) >= 7
+        && match c_shape.0.as_slice() {
+            [] => true,
+            [cn] => fits(cn, n),
+            [cm, cn] => fits(cm, m) && fits(cn, n),
+            _ => false,
+        }
+}

@@ -1,0 +1,202 @@
+//! The e-graph engine: the model's graph goes in ([`build`]), the rules of the
+//! chosen pass families add equivalent alternatives ([`rules`], with Rust
+//! [`guards`] and [`appliers`]), extraction picks the cheapest combination
+//! under the error budget ([`extract`]), and [`export`] writes it back as IR.
+//! [`language`] is the e-node vocabulary and [`analysis`] what is known of
+//! each e-class.
+//!
+//! Runs are deterministic: rules apply in catalogue order, classes are visited
+//! in id order, and the runner's limits are iterations and nodes first (the
+//! time limit is a safety net far above them).
+
+pub mod analysis;
+pub mod appliers;
+pub mod build;
+pub mod export;
+pub mod extract;
+pub mod guards;
+pub mod language;
+pub mod rules;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use egg::{Runner, SimpleScheduler};
+use serde::Serialize;
+
+use crate::cost::{DeviceProfile, Objective};
+use crate::ir::Model;
+pub use extract::{Choice, ExtractError};
+pub use rules::{RuleError, RuleSpec, FAMILIES};
+
+/// Why the engine could not optimize a model.
+#[derive(Debug, thiserror::Error)]
+pub enum EgraphError {
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    #[error("building the e-graph: {0}")]
+    Build(String),
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+    #[error("writing the optimized graph: {0}")]
+    Export(String),
+}
+
+/// Runner limits.
+#[derive(Clone, Debug, Serialize)]
+pub struct Limits {
+    pub iterations: usize,
+    pub nodes: usize,
+    pub time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { iterations: 30, nodes: 500_000, time: Duration::from_secs(120) }
+    }
+}
+
+/// What to optimize and how.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Shipped families to run (names from [`FAMILIES`]).
+    pub families: Vec<String>,
+    /// User rule files: (file name, text); always run.
+    pub user_rules: Vec<(String, String)>,
+    pub limits: Limits,
+    pub objective: Objective,
+    pub profile: DeviceProfile,
+    /// Largest summed error estimate of approximate rewrites.
+    pub budget: f64,
+}
+
+/// Where one rule fired.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Firing {
+    pub rule: String,
+    pub family: String,
+    /// The value it gave an alternative for (an original name when it has one).
+    pub at: String,
+}
+
+/// Saturation statistics.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Saturation {
+    pub iterations: usize,
+    pub stop_reason: String,
+    pub egraph_nodes: usize,
+    pub egraph_classes: usize,
+    pub rules: usize,
+}
+
+/// Seconds per stage.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Timings {
+    pub build: f64,
+    pub saturate: f64,
+    pub extract: f64,
+    pub export: f64,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct EngineReport {
+    pub saturation: Saturation,
+    pub firings: Vec<Firing>,
+    /// Firings per rule, in catalogue order.
+    pub fired: Vec<(String, usize)>,
+    pub extraction: Choice,
+    pub timings: Timings,
+}
+
+/// Every shipped rule, in catalogue order.
+pub fn catalogue() -> Result<Vec<RuleSpec>, RuleError> {
+    let mut all = Vec::new();
+    for (family, text) in FAMILIES {
+        all.extend(rules::parse(family, &format!("passes/{family}.rules"), text)?);
+    }
+    Ok(all)
+}
+
+/// Optimizes a model whose shapes were inferred; the result is not re-inferred.
+pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport), EgraphError> {
+    let log = rules::FiringLog::default();
+    let mut specs: Vec<(RuleSpec, String)> = Vec::new();
+    for (family, text) in FAMILIES.iter().filter(|(f, _)| options.families.iter().any(|w| w == f)) {
+        let source = format!("passes/{family}.rules");
+        specs.extend(rules::parse(family, &source, text)?.into_iter().map(|s| (s, source.clone())));
+    }
+    for (source, text) in &options.user_rules {
+        specs.extend(rules::parse("user", source, text)?.into_iter().map(|s| (s, source.clone())));
+    }
+    let mut rewrites = Vec::new();
+    for (spec, source) in &specs {
+        if let Some(rewrite) = rules::compile(spec, source, &log)? {
+            rewrites.push(rewrite);
+        }
+    }
+
+    let started = Instant::now();
+    let keep_dead = !options.families.iter().any(|f| f == "clean");
+    let built = build::build(model, keep_dead).map_err(EgraphError::Build)?;
+    let build_seconds = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let build::Built { egraph, root, origins, value_names, outputs } = built;
+    let runner = Runner::default()
+        .with_egraph(egraph)
+        .with_scheduler(SimpleScheduler)
+        .with_iter_limit(options.limits.iterations)
+        .with_node_limit(options.limits.nodes)
+        .with_time_limit(options.limits.time)
+        .run(&rewrites);
+    let saturation = Saturation {
+        iterations: runner.iterations.len(),
+        stop_reason: runner.stop_reason.as_ref().map_or("unknown".to_string(), |r| format!("{r:?}")),
+        egraph_nodes: runner.egraph.total_number_of_nodes(),
+        egraph_classes: runner.egraph.number_of_classes(),
+        rules: rewrites.len(),
+    };
+    let mut egraph = runner.egraph;
+    egraph.rebuild();
+    let built = build::Built { egraph, root, origins, value_names, outputs };
+    let saturate_seconds = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let costs = extract::NodeCosts::new(&built.egraph, &options.profile, options.objective);
+    let choice = extract::extract(&costs, &built.egraph, built.root, options.budget)?;
+    let extract_seconds = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let optimized = export::export(model, &built, &choice).map_err(EgraphError::Export)?;
+    let export_seconds = started.elapsed().as_secs_f64();
+
+    // Report firings by the value they happened at.
+    let mut class_names: HashMap<egg::Id, String> = HashMap::new();
+    for (class, name) in &built.value_names {
+        class_names.entry(built.egraph.find(*class)).or_insert_with(|| name.clone());
+    }
+    let family_of: HashMap<&str, &str> = specs.iter().map(|(s, _)| (s.name.as_str(), s.family.as_str())).collect();
+    let logged = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let firings: Vec<Firing> = logged
+        .iter()
+        .map(|f| Firing {
+            rule: f.rule.clone(),
+            family: family_of.get(f.rule.as_str()).copied().unwrap_or("user").to_string(),
+            at: class_names.get(&built.egraph.find(f.class)).cloned().unwrap_or_else(|| format!("e-class {}", f.class)),
+        })
+        .collect();
+    let fired = specs
+        .iter()
+        .map(|(s, _)| (s.name.clone(), firings.iter().filter(|f| f.rule == s.name).count()))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let report = EngineReport {
+        saturation,
+        firings,
+        fired,
+        extraction: choice,
+        timings: Timings { build: build_seconds, saturate: saturate_seconds, extract: extract_seconds, export: export_seconds },
+    };
+    Ok((optimized, report))
+}

@@ -1,0 +1,56 @@
+//! `pare passes`: the rule catalogue as text — every shipped family with its
+//! rules and their one-line descriptions, then the guards and appliers a
+//! rule (shipped or `--rules FILE`) may name.
+
+use std::fmt::Write as _;
+
+use crate::egraph::{appliers, catalogue, guards, RuleError, FAMILIES};
+
+/// The first comment paragraph of a rules file: what the family is.
+pub fn family_description(text: &str) -> String {
+    text.lines()
+        .take_while(|line| line.trim_start().starts_with('#'))
+        .map(|line| line.trim_start().trim_start_matches('#').trim())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The listing `pare passes` prints.
+pub fn listing() -> Result<String, RuleError> {
+    let rules = catalogue()?;
+    let mut out = String::new();
+    for (family, text) in FAMILIES {
+        let _ = writeln!(out, "{family}: {}", family_description(text));
+        for rule in rules.iter().filter(|r| r.family == *family) {
+            let first_sentence = rule.description.split(". ").next().unwrap_or("").trim_end_matches('.');
+            let _ = writeln!(out, "  {:<26} {first_sentence}.", rule.name);
+        }
+        out.push('\n');
+    }
+    out.push_str("guards (if name(?a, ...)):\n");
+    for guard in guards::all() {
+        let _ = writeln!(out, "  {:<26} {}", guard.name, guard.about);
+    }
+    out.push_str("\nappliers (=> @name):\n");
+    for applier in appliers::all() {
+        let _ = writeln!(out, "  {:<26} {}", applier.name, applier.about);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_rule_is_listed_with_a_description() {
+        let text = listing().unwrap();
+        let rules = catalogue().unwrap();
+        assert!(rules.len() >= 30, "{} rules", rules.len());
+        for rule in &rules {
+            assert!(!rule.description.is_empty(), "rule {} has no description", rule.name);
+            assert!(text.contains(&format!("  {:<26} ", rule.name)), "{} missing", rule.name);
+        }
+        assert!(text.starts_with("fold: fold: exact constant folding"), "{text}");
+    }
+}
