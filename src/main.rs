@@ -85,7 +85,8 @@ struct OptimizeArgs {
     samples: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Largest relative L2 error per output (default 1e-5 when no tolerance is given).
+    /// Verification tolerance, as in `pare verify` (default: allclose with
+    /// rtol 1e-4, atol 1e-5; the report also gives each output's rel L2).
     #[arg(long)]
     max_rel_l2: Option<f64>,
     #[arg(long)]
@@ -250,7 +251,8 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
         .rules
         .iter()
         .map(|path| {
-            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the rules", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the rules", path.display()))?;
             Ok((path.display().to_string(), text))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -261,10 +263,7 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
     if !(args.budget.is_finite() && args.budget >= 0.0) {
         anyhow::bail!("--budget must be a number >= 0, not {}", args.budget);
     }
-    let tolerance = match (args.rtol, args.atol, args.max_rel_l2) {
-        (None, None, None) => Tolerance { max_rel_l2: Some(1e-5), ..Default::default() },
-        (rtol, atol, max_rel_l2) => Tolerance { rtol, atol, max_rel_l2, min_top1: None },
-    };
+    let tolerance = Tolerance { rtol: args.rtol, atol: args.atol, max_rel_l2: args.max_rel_l2, min_top1: None };
     tolerance.validate()?;
     let options = Options {
         families,

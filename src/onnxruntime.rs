@@ -116,7 +116,10 @@ pub struct OrtSession {
 }
 
 /// A session builder with pare's settings: the graph optimization level and one intra-op thread.
-fn session_builder(path: &Path, optimization: GraphOptimization) -> Result<ort::session::builder::SessionBuilder, OrtError> {
+fn session_builder(
+    path: &Path,
+    optimization: GraphOptimization,
+) -> Result<ort::session::builder::SessionBuilder, OrtError> {
     let run_error = |message: String| OrtError::Run { path: path.to_path_buf(), message };
     let level = match optimization {
         GraphOptimization::None => GraphOptimizationLevel::Disable,
@@ -133,15 +136,18 @@ fn session_builder(path: &Path, optimization: GraphOptimization) -> Result<ort::
 impl OrtSession {
     pub fn load(path: &Path, optimization: GraphOptimization) -> Result<OrtSession, OrtError> {
         let mut builder = session_builder(path, optimization)?;
-        let session = builder.commit_from_file(path).map_err(|e| OrtError::Run { path: path.to_path_buf(), message: e.to_string() })?;
+        let session = builder
+            .commit_from_file(path)
+            .map_err(|e| OrtError::Run { path: path.to_path_buf(), message: e.to_string() })?;
         Ok(OrtSession { session, path: path.to_path_buf() })
     }
 
     /// Loads a model from its encoded bytes (no external data); `label` names it in errors.
     pub fn from_bytes(bytes: &[u8], label: &Path, optimization: GraphOptimization) -> Result<OrtSession, OrtError> {
         let mut builder = session_builder(label, optimization)?;
-        let session =
-            builder.commit_from_memory(bytes).map_err(|e| OrtError::Run { path: label.to_path_buf(), message: e.to_string() })?;
+        let session = builder
+            .commit_from_memory(bytes)
+            .map_err(|e| OrtError::Run { path: label.to_path_buf(), message: e.to_string() })?;
         Ok(OrtSession { session, path: label.to_path_buf() })
     }
 

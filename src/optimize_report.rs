@@ -60,7 +60,8 @@ fn ratio(before: f64, after: f64) -> String {
 pub fn table(report: &OptimizeReport) -> String {
     let mut out = String::new();
     let (b, a) = (&report.before, &report.after);
-    let _ = writeln!(out, "{:<22} {:>14} {:>14} {:>9}", format!("device {}", report.device), "before", "after", "ratio");
+    let _ =
+        writeln!(out, "{:<22} {:>14} {:>14} {:>9}", format!("device {}", report.device), "before", "after", "ratio");
     let rows: [(&str, String, String, f64, f64); 6] = [
         ("nodes", b.nodes.to_string(), a.nodes.to_string(), b.nodes as f64, a.nodes as f64),
         ("params", human(b.params), human(a.params), b.params as f64, a.params as f64),

@@ -18,8 +18,8 @@ use crate::onnx::{self, OnnxError, WriteOptions};
 pub enum PipelineError {
     #[error(transparent)]
     Onnx(#[from] OnnxError),
-    #[error("{path}: {source}")]
-    Ir { path: PathBuf, source: IrError },
+    #[error("{path}: {reason}")]
+    Ir { path: PathBuf, reason: IrError },
     #[error("unknown pass family '{name}' (known: {known})")]
     UnknownPass { name: String, known: String },
     #[error("{path}: {reason}")]
@@ -38,7 +38,7 @@ pub struct LoadedModel {
 /// given graph inputs fixed to concrete shapes.
 pub fn load(path: &Path, fixed_shapes: &[(String, Vec<i64>)]) -> Result<LoadedModel, PipelineError> {
     let loaded = onnx::read_model(path)?;
-    let ir_error = |source| PipelineError::Ir { path: path.to_path_buf(), source };
+    let ir_error = |reason| PipelineError::Ir { path: path.to_path_buf(), reason };
     let mut model = ir::import(loaded.model).map_err(ir_error)?;
     ir::infer::infer(&mut model, fixed_shapes).map_err(ir_error)?;
     Ok(LoadedModel { model, had_external_data: loaded.had_external_data, file_bytes: loaded.file_bytes })
@@ -71,7 +71,7 @@ pub fn parse_passes(list: &str) -> Result<Vec<String>, PipelineError> {
 
 /// Exports a model's IR and writes it (atomically) to a path or `-`.
 pub fn save(model: Model, path: &Path, options: &WriteOptions) -> Result<onnx::write::Written, PipelineError> {
-    let proto = ir::export(model).map_err(|source| PipelineError::Ir { path: path.to_path_buf(), source })?;
+    let proto = ir::export(model).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
     Ok(onnx::write_model(proto, path, options)?)
 }
 
@@ -118,7 +118,7 @@ pub fn optimize(
     let engine_error = |reason| PipelineError::Engine { path: path.to_path_buf(), reason };
     let (mut optimized, report) = egraph::optimize(&model, options).map_err(engine_error)?;
     declare_fixed_inputs(&mut optimized, fixed);
-    ir::infer::infer(&mut optimized, fixed).map_err(|source| PipelineError::Ir { path: path.to_path_buf(), source })?;
+    ir::infer::infer(&mut optimized, fixed).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
     Ok((optimized, Some(report)))
 }
 
@@ -128,7 +128,8 @@ fn declare_fixed_inputs(model: &mut Model, fixed: &[(String, Vec<i64>)]) {
     for io in &mut graph.inputs {
         let name = &graph.values[io.value.0].name;
         let Some((_, dims)) = fixed.iter().find(|(n, _)| n == name) else { continue };
-        if let Some(type_proto::Value::TensorType(tensor)) = io.declared.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+        if let Some(type_proto::Value::TensorType(tensor)) = io.declared.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
             tensor.shape = Some(Shape::known(dims).to_proto());
         }
     }

@@ -55,7 +55,8 @@ pub fn estimate(profile: &DeviceProfile, work: &Work) -> Estimate {
     } else {
         profile.energy.dram_read_32bit
     };
-    let memory_energy = words(work.weight_bytes) * profile.energy.dram_read_32bit + words(activation_bytes) * activation_read;
+    let memory_energy =
+        words(work.weight_bytes) * profile.energy.dram_read_32bit + words(activation_bytes) * activation_read;
     Estimate { latency_seconds, energy_joules: (arithmetic + memory_energy) * 1e-12 }
 }
 
@@ -69,10 +70,12 @@ mod tests {
         let compute_bound = Work { macs: 3_000_000_000, dtype: Some(DataType::Float), ..Default::default() };
         let estimate_compute = estimate(&profile, &compute_bound);
         assert!((estimate_compute.latency_seconds - (0.1 + profile.node_overhead)).abs() < 1e-9);
-        let memory_bound = Work { macs: 1, weight_bytes: 1_500_000_000, dtype: Some(DataType::Float), ..Default::default() };
+        let memory_bound =
+            Work { macs: 1, weight_bytes: 1_500_000_000, dtype: Some(DataType::Float), ..Default::default() };
         assert!((estimate(&profile, &memory_bound).latency_seconds - (0.1 + profile.node_overhead)).abs() < 1e-6);
         // 1e6 fp32 MACs: 4.6 µJ of arithmetic; 4 MB of weights from DRAM: 640 µJ.
-        let energy = estimate(&profile, &Work { macs: 1_000_000, weight_bytes: 4_000_000, ..compute_bound }).energy_joules;
+        let energy =
+            estimate(&profile, &Work { macs: 1_000_000, weight_bytes: 4_000_000, ..compute_bound }).energy_joules;
         assert!((energy - (4.6e-6 + 640e-6)).abs() < 1e-9, "{energy}");
     }
 }
@@ -83,7 +86,8 @@ pub fn graph_estimate(graph: &crate::ir::Graph, profile: &DeviceProfile) -> Esti
     use super::count::{node_cost, node_weights};
     let bytes_of = |id: crate::ir::ValueId| {
         let value = graph.value(id);
-        let elements: u64 = value.shape.as_ref().map_or(1, |s| s.0.iter().map(|d| d.known().unwrap_or(1).max(0) as u64).product());
+        let elements: u64 =
+            value.shape.as_ref().map_or(1, |s| s.0.iter().map(|d| d.known().unwrap_or(1).max(0) as u64).product());
         value.dtype.and_then(|d| d.byte_size(elements)).unwrap_or(0)
     };
     let mut total = Estimate::default();
@@ -93,9 +97,10 @@ pub fn graph_estimate(graph: &crate::ir::Graph, profile: &DeviceProfile) -> Esti
         let weights: Vec<crate::ir::ValueId> = node_weights(graph, index).into_iter().map(|(id, _)| id).collect();
         let input_bytes = node.inputs.iter().flatten().filter(|id| !weights.contains(id)).map(|&id| bytes_of(id)).sum();
         let output_bytes: u64 = node.outputs.iter().flatten().map(|&id| bytes_of(id)).sum();
-        let output_elements = node.output(0).and_then(|id| graph.value(id).shape.as_ref()).map_or(1, |s| {
-            s.0.iter().map(|d| d.known().unwrap_or(1).max(0) as u64).product()
-        });
+        let output_elements = node
+            .output(0)
+            .and_then(|id| graph.value(id).shape.as_ref())
+            .map_or(1, |s| s.0.iter().map(|d| d.known().unwrap_or(1).max(0) as u64).product());
         let work = Work {
             macs: cost.macs.unwrap_or(0),
             dtype: node.input(0).and_then(|id| graph.value(id).dtype),

@@ -78,7 +78,8 @@ impl DeviceProfile {
     /// Reads a profile from a TOML file.
     pub fn from_file(path: &Path) -> Result<DeviceProfile, ProfileError> {
         let label = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read { path: label.clone(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ProfileError::Read { path: label.clone(), source })?;
         DeviceProfile::parse(&text, &label)
     }
 

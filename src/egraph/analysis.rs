@@ -14,7 +14,7 @@ use prost::Message;
 use super::language::{AttrsId, Onnx, WeightId};
 use crate::ir::{tensor, DataType, Shape};
 use crate::onnx::proto::{AttributeProto, TensorProto};
-use crate::weights::{fold, fold::OpsetContext};
+use crate::weights::{fold, fold::OpsetContext, Operand, WeightFn};
 
 /// Facts about one e-class.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -176,6 +176,25 @@ pub fn is_absent(egraph: &Graph, id: Id) -> bool {
     egraph[id].nodes.iter().any(|node| matches!(node, Onnx::Absent))
 }
 
+/// Runs a weight computation whose operands are all known constants, absent or attributes.
+pub fn evaluate_weights(egraph: &Graph, function: WeightFn, children: &[Id]) -> Option<TensorProto> {
+    let operands: Vec<Operand> = children
+        .iter()
+        .map(|&c| {
+            if let Some(tensor) = constant_of(egraph, c) {
+                Some(Operand::Tensor(tensor))
+            } else if let Some(attrs) = attrs_of(egraph, c) {
+                Some(Operand::Attributes(&attrs.attributes))
+            } else if is_absent(egraph, c) {
+                Some(Operand::Absent)
+            } else {
+                None
+            }
+        })
+        .collect::<Option<_>>()?;
+    crate::weights::evaluate(function, &operands).ok()
+}
+
 fn tensor_facts(tensor: &TensorProto) -> (Option<DataType>, Option<Shape>) {
     (tensor::dtype(tensor), Some(Shape::known(&tensor.dims)))
 }
@@ -200,11 +219,14 @@ impl egg::Analysis<Onnx> for Facts {
                 let operands: Vec<Option<(DataType, Vec<i64>)>> =
                     children.iter().map(|c| Some((child(c).dtype?, child(c).static_dims()?))).collect();
                 let result = function.result_type(&operands);
+                // Computed now when every operand is known, so later rules see a constant.
+                let constant =
+                    evaluate_weights(egraph, *function, children).map(|t| egraph.analysis.intern_weight(t, None));
                 ClassFacts {
                     dtype: result.as_ref().map(|r| r.0),
                     shape: result.map(|r| Shape::known(&r.1)),
                     weight_only: true,
-                    constant: None,
+                    constant,
                 }
             }
             Onnx::Op(op, children) => {
@@ -235,7 +257,8 @@ impl egg::Analysis<Onnx> for Facts {
         } else if b.dtype.is_none() && a.dtype.is_some() {
             changed_b = true;
         }
-        let known = |s: &Option<Shape>| s.as_ref().map_or(0, |s| 1 + s.0.iter().filter(|d| d.known().is_some()).count());
+        let known =
+            |s: &Option<Shape>| s.as_ref().map_or(0, |s| 1 + s.0.iter().filter(|d| d.known().is_some()).count());
         match known(&a.shape).cmp(&known(&b.shape)) {
             std::cmp::Ordering::Less => {
                 a.shape = b.shape;

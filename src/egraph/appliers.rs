@@ -29,12 +29,36 @@ impl NamedApplier {
 }
 
 const APPLIERS: &[NamedApplier] = &[
-    NamedApplier { name: "fold_constant", about: "runs an operator whose inputs are all constant and keeps its output as an initializer", apply: fold_constant },
-    NamedApplier { name: "fold_shape", about: "(Shape ?x ?a): the shape of a statically shaped ?x as a constant", apply: fold_shape },
-    NamedApplier { name: "compose_transposes", about: "(Transpose (Transpose ?x ?a1) ?a2): one Transpose with the composed perm, or ?x", apply: compose_transposes },
-    NamedApplier { name: "fuse_pad_conv", about: "(Conv (Pad ?x ?pads ?value ?axes ?pa) ?w ?b ?ca): zero padding moved into the Conv's pads", apply: fuse_pad_conv },
-    NamedApplier { name: "fuse_pad_average_pool", about: "(AveragePool (Pad ?x ?pads ?value ?axes ?pa) ?ca): zero padding moved into the pool (counted)", apply: fuse_pad_average_pool },
-    NamedApplier { name: "fuse_pad_max_pool", about: "(MaxPool (Pad ?x ?pads ?value ?axes ?pa) ?ca): -inf padding moved into the pool", apply: fuse_pad_max_pool },
+    NamedApplier {
+        name: "fold_constant",
+        about: "runs an operator whose inputs are all constant and keeps its output as an initializer",
+        apply: fold_constant,
+    },
+    NamedApplier {
+        name: "fold_shape",
+        about: "(Shape ?x ?a): the shape of a statically shaped ?x as a constant",
+        apply: fold_shape,
+    },
+    NamedApplier {
+        name: "compose_transposes",
+        about: "(Transpose (Transpose ?x ?a1) ?a2): one Transpose with the composed perm, or ?x",
+        apply: compose_transposes,
+    },
+    NamedApplier {
+        name: "fuse_pad_conv",
+        about: "(Conv (Pad ?x ?pads ?value ?axes ?pa) ?w ?b ?ca): zero padding moved into the Conv's pads",
+        apply: fuse_pad_conv,
+    },
+    NamedApplier {
+        name: "fuse_pad_average_pool",
+        about: "(AveragePool (Pad ?x ?pads ?value ?axes ?pa) ?ca): zero padding moved into the pool (counted)",
+        apply: fuse_pad_average_pool,
+    },
+    NamedApplier {
+        name: "fuse_pad_max_pool",
+        about: "(MaxPool (Pad ?x ?pads ?value ?axes ?pa) ?ca): -inf padding moved into the pool",
+        apply: fuse_pad_max_pool,
+    },
 ];
 
 pub fn lookup(name: &str) -> Option<NamedApplier> {
@@ -78,7 +102,8 @@ fn fold_constant(egraph: &mut Graph, root: Id, _subst: &Subst, op: Option<Symbol
         Onnx::Op(o, children) if op.is_none_or(|op| op == *o) => Some((*o, children.clone())),
         _ => None,
     })?;
-    let (attrs_at, attrs) = children.iter().enumerate().find_map(|(i, &c)| attrs_of(egraph, c).map(|a| (i, a.clone())))?;
+    let (attrs_at, attrs) =
+        children.iter().enumerate().find_map(|(i, &c)| attrs_of(egraph, c).map(|a| (i, a.clone())))?;
     if !attrs.implicit.is_empty() {
         return None;
     }
@@ -117,11 +142,21 @@ fn fold_shape(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) 
 }
 
 fn ints_attribute(name: &str, values: Vec<i64>) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), ints: values, r#type: Some(AttributeType::Ints as i32), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        ints: values,
+        r#type: Some(AttributeType::Ints as i32),
+        ..Default::default()
+    }
 }
 
 fn int_attribute(name: &str, value: i64) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), i: Some(value), r#type: Some(AttributeType::Int as i32), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        i: Some(value),
+        r#type: Some(AttributeType::Int as i32),
+        ..Default::default()
+    }
 }
 
 /// Adds an operator node with the given inputs and attributes.
@@ -201,7 +236,8 @@ fn spatial_padding(egraph: &Graph, subst: &Subst, value_ok: fn(f64) -> bool) -> 
         return None;
     }
     let spatial = rank - 2;
-    Some(full[2..rank].iter().chain(&full[rank + 2..]).copied().collect::<Vec<i64>>()).filter(|p| p.len() == 2 * spatial)
+    Some(full[2..rank].iter().chain(&full[rank + 2..]).copied().collect::<Vec<i64>>())
+        .filter(|p| p.len() == 2 * spatial)
 }
 
 /// The operator's attributes with the extra padding added to its pads, if it

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use egg::Id;
 
-use super::analysis::{FedValue, Facts, Graph, OpAttrs};
+use super::analysis::{Facts, FedValue, Graph, OpAttrs};
 use super::language::{op_symbol, Onnx};
 use crate::ir::graph::{Model, Producer, ValueId};
 use crate::onnx::proto::NodeProto;
@@ -103,7 +103,8 @@ pub fn build(model: &Model, keep_dead: bool) -> Result<Built, String> {
         class_of.insert(id, egraph.add(leaf));
     }
 
-    let order = graph.topological_order().map_err(|stuck| format!("node '{}' is on a cycle", graph.node(stuck).name))?;
+    let order =
+        graph.topological_order().map_err(|stuck| format!("node '{}' is on a cycle", graph.node(stuck).name))?;
     let read: std::collections::HashSet<ValueId> = graph
         .nodes
         .node_weights()
@@ -111,13 +112,16 @@ pub fn build(model: &Model, keep_dead: bool) -> Result<Built, String> {
         .chain(graph.outputs.iter().map(|io| io.value))
         .collect();
     let mut origins = Vec::new();
-    let mut node_classes = Vec::new();
+    // Nodes nothing reads in the input (kept when `clean` is off).
+    let mut dead_classes = Vec::new();
     for index in order {
         let node = graph.node(index);
         let mut children: Vec<Id> = Vec::with_capacity(node.inputs.len() + 1);
         for input in &node.inputs {
             children.push(match input {
-                Some(value) => *class_of.get(value).ok_or_else(|| format!("node '{}' reads an undefined value", node.name))?,
+                Some(value) => {
+                    *class_of.get(value).ok_or_else(|| format!("node '{}' reads an undefined value", node.name))?
+                }
                 None => absent,
             });
         }
@@ -140,18 +144,25 @@ pub fn build(model: &Model, keep_dead: bool) -> Result<Built, String> {
             .filter(|(_, v)| !optional_outputs || needed(v))
             .collect();
         let single = used.iter().all(|(slot, _)| *slot == 0);
-        let output_slots =
-            if single { Vec::new() } else { node.outputs.iter().map(|v| v.is_some_and(|v| !optional_outputs || needed(&v))).collect() };
-        let attrs = egraph.analysis.intern_attrs(OpAttrs { attributes: node.attributes.clone(), implicit, output_slots });
+        let output_slots = if single {
+            Vec::new()
+        } else {
+            node.outputs.iter().map(|v| v.is_some_and(|v| !optional_outputs || needed(&v))).collect()
+        };
+        let attrs =
+            egraph.analysis.intern_attrs(OpAttrs { attributes: node.attributes.clone(), implicit, output_slots });
         children.push(egraph.add(Onnx::Attrs(attrs)));
         for value in &node.implicit_inputs {
-            children.push(*class_of.get(value).ok_or_else(|| format!("node '{}' reads an undefined value", node.name))?);
+            children
+                .push(*class_of.get(value).ok_or_else(|| format!("node '{}' reads an undefined value", node.name))?);
         }
         let op = op_symbol(&node.domain, &node.op_type);
         let enode = if single { Onnx::Op(op, children.into()) } else { Onnx::Tuple(op, children.into()) };
         let node_class = egraph.add(enode.clone());
         origins.push((enode, NodeOrigin { name: node.name.clone(), passthrough: node.passthrough.clone() }));
-        node_classes.push(node_class);
+        if !node.outputs.iter().flatten().any(|v| read.contains(v)) {
+            dead_classes.push(node_class);
+        }
         for (slot, value) in used {
             let class = if single { node_class } else { egraph.add(Onnx::Output(slot as u32, [node_class])) };
             class_of.insert(value, class);
@@ -173,17 +184,23 @@ pub fn build(model: &Model, keep_dead: bool) -> Result<Built, String> {
     let outputs: Vec<Id> = graph
         .outputs
         .iter()
-        .map(|io| class_of.get(&io.value).copied().ok_or_else(|| format!("graph output '{}' is never defined", graph.value(io.value).name)))
+        .map(|io| {
+            class_of
+                .get(&io.value)
+                .copied()
+                .ok_or_else(|| format!("graph output '{}' is never defined", graph.value(io.value).name))
+        })
         .collect::<Result<_, _>>()?;
     let mut roots = outputs.clone();
     if keep_dead {
-        roots.extend(node_classes);
+        roots.extend(dead_classes);
     }
     let root = egraph.add(Onnx::Root(roots.into()));
 
     let mut value_names: Vec<(Id, String)> = Vec::new();
     let implicit_names: Vec<ValueId> = graph.nodes.node_weights().flat_map(|n| n.implicit_inputs.clone()).collect();
-    let ordered = graph.outputs.iter().map(|io| io.value).chain(implicit_names).chain((0..graph.values.len()).map(ValueId));
+    let ordered =
+        graph.outputs.iter().map(|io| io.value).chain(implicit_names).chain((0..graph.values.len()).map(ValueId));
     for value in ordered {
         if let Some(&class) = class_of.get(&value) {
             value_names.push((class, graph.value(value).name.clone()));

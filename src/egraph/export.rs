@@ -147,7 +147,10 @@ impl<'a> Exporter<'a> {
         let mut assigned: HashSet<String> = HashSet::new();
         for (class, name) in &built.value_names {
             let class = self.resolve(*class);
-            let named_by_node = matches!(self.chosen.get(&class), Some(Onnx::Op(..) | Onnx::Output(..) | Onnx::Weights(..) | Onnx::Weight(_)));
+            let named_by_node = matches!(
+                self.chosen.get(&class),
+                Some(Onnx::Op(..) | Onnx::Output(..) | Onnx::Weights(..) | Onnx::Weight(_))
+            );
             if !named_by_node || self.names.contains_key(&class) {
                 continue;
             }
@@ -477,7 +480,9 @@ impl<'a> Exporter<'a> {
                         self.graph.value_info.push(ValueInfoEntry::Value(new));
                     }
                 }
-                ValueInfoEntry::Orphan(declared) => self.graph.value_info.push(ValueInfoEntry::Orphan(declared.clone())),
+                ValueInfoEntry::Orphan(declared) => {
+                    self.graph.value_info.push(ValueInfoEntry::Orphan(declared.clone()))
+                }
             }
         }
         Ok(())

@@ -196,7 +196,8 @@ pub fn extract_with(costs: &NodeCosts, egraph: &Graph, root: Id, lambda: f64) ->
                     Some(current) => total < current.total * (1.0 - 1e-12) - 1e-300,
                 };
                 if better {
-                    best[class] = Some(Best { candidate: ci, total, cost: candidate.cost, error: candidate.error, needs });
+                    best[class] =
+                        Some(Best { candidate: ci, total, cost: candidate.cost, error: candidate.error, needs });
                     changed = true;
                 }
             }
@@ -233,7 +234,8 @@ pub fn extract(costs: &NodeCosts, egraph: &Graph, root: Id, budget: f64) -> Resu
         return Ok(free);
     }
     // Find a λ large enough, then bisect down to the cheapest that fits.
-    let smallest_error = costs.nodes.iter().flatten().map(|c| c.error).filter(|&e| e > 0.0).fold(f64::INFINITY, f64::min);
+    let smallest_error =
+        costs.nodes.iter().flatten().map(|c| c.error).filter(|&e| e > 0.0).fold(f64::INFINITY, f64::min);
     let mut high = (free.cost.max(1e-30) / smallest_error).max(1e-30);
     let mut fitting = loop {
         let choice = extract_with(costs, egraph, root, high)?;

@@ -146,12 +146,14 @@ fn batchnorm_fits_gemm(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
     }
     let n = if gemm.int("transB").unwrap_or(0) != 0 { b[0] } else { b[1] };
     let c_fits = is_absent(egraph, args[1])
-        || float_constant(egraph, args[1]).is_some_and(|(_, c)| c.len() <= 2 && c.last().is_none_or(|&d| d == n || d == 1));
+        || float_constant(egraph, args[1])
+            .is_some_and(|(_, c)| c.len() <= 2 && c.last().is_none_or(|&d| d == n || d == 1));
     c_fits && bn_parameters_fit(egraph, &args[2..6], args[6], n)
 }
 
 fn channel_constant(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
-    let (Some((c_type, c)), Some((w_type, w))) = (float_constant(egraph, args[0]), float_constant(egraph, args[1])) else {
+    let (Some((c_type, c)), Some((w_type, w))) = (float_constant(egraph, args[0]), float_constant(egraph, args[1]))
+    else {
         return false;
     };
     let rank = w.len();
@@ -172,7 +174,9 @@ fn gemm_operands(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
         return false;
     }
     let (m, n) = (a_shape.0[0].known(), b_shape.0[1].known());
-    let fits = |dim: &crate::ir::Dim, target: Option<i64>| dim.known() == Some(1) || (dim.known().is_some() && dim.known() == target);
+    let fits = |dim: &crate::ir::Dim, target: Option<i64>| {
+        dim.known() == Some(1) || (dim.known().is_some() && dim.known() == target)
+    };
     default_opset(egraph) >= 7
         && match c_shape.0.as_slice() {
             [] => true,

@@ -171,7 +171,8 @@ impl egg::FromOp for Onnx {
     fn from_op(op: &str, children: Vec<Id>) -> Result<Onnx, UnknownOperator> {
         let unknown = || UnknownOperator { op: op.to_string(), children: children.len() };
         let first = op.chars().next().ok_or_else(unknown)?;
-        let single = |children: &[Id]| -> Result<[Id; 1], UnknownOperator> { children.try_into().map_err(|_| unknown()) };
+        let single =
+            |children: &[Id]| -> Result<[Id; 1], UnknownOperator> { children.try_into().map_err(|_| unknown()) };
         match op {
             "absent" if children.is_empty() => Ok(Onnx::Absent),
             "noattrs" if children.is_empty() => Ok(Onnx::Attrs(0)),

@@ -17,6 +17,8 @@ pub mod extract;
 pub mod guards;
 pub mod language;
 pub mod rules;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -196,7 +198,12 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
         firings,
         fired,
         extraction: choice,
-        timings: Timings { build: build_seconds, saturate: saturate_seconds, extract: extract_seconds, export: export_seconds },
+        timings: Timings {
+            build: build_seconds,
+            saturate: saturate_seconds,
+            extract: extract_seconds,
+            export: export_seconds,
+        },
     };
     Ok((optimized, report))
 }

@@ -39,7 +39,11 @@ pub struct RuleSpec {
 pub enum RuleBody {
     /// Done by the e-graph's build or export; listed so every rewrite is named.
     Builtin,
-    Rewrite { lhs: String, rhs: String, guards: Vec<(String, Vec<String>)> },
+    Rewrite {
+        lhs: String,
+        rhs: String,
+        guards: Vec<(String, Vec<String>)>,
+    },
 }
 
 /// A rule file that does not parse or compile.
@@ -53,11 +57,8 @@ pub struct RuleError {
 
 /// Parses the text of a rule file.
 pub fn parse(family: &str, source_name: &str, text: &str) -> Result<Vec<RuleSpec>, RuleError> {
-    let error = |rule: &str, reason: String| RuleError {
-        source_name: source_name.to_string(),
-        rule: rule.to_string(),
-        reason,
-    };
+    let error =
+        |rule: &str, reason: String| RuleError { source_name: source_name.to_string(), rule: rule.to_string(), reason };
     // Join continuation lines, keeping the comments above each rule.
     let mut entries: Vec<(Vec<String>, String)> = Vec::new();
     let mut comments: Vec<String> = Vec::new();
@@ -146,9 +147,8 @@ pub fn compile(spec: &RuleSpec, source_name: &str, log: &FiringLog) -> Result<Op
     let bound = searcher.bound_vars();
     let mut checks = Vec::new();
     for (name, args) in guards {
-        let guard = guards::lookup(name).ok_or_else(|| {
-            error(format!("unknown guard '{name}' (known: {})", guards::names().join(", ")))
-        })?;
+        let guard = guards::lookup(name)
+            .ok_or_else(|| error(format!("unknown guard '{name}' (known: {})", guards::names().join(", "))))?;
         let vars = args
             .iter()
             .map(|a| {

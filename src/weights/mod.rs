@@ -132,9 +132,8 @@ pub fn evaluate(function: WeightFn, operands: &[Operand]) -> Result<TensorProto,
         _ => Err(fail(format!("operand {i} must be attributes"))),
     };
     let floats = |t: &TensorProto| tensor::to_f64(t).ok_or_else(|| fail("a weight holds no float data".into()));
-    let epsilon = |i: usize| -> Result<f64, WeightError> {
-        Ok(float_attribute(attributes(i)?, "epsilon").unwrap_or(1e-5))
-    };
+    let epsilon =
+        |i: usize| -> Result<f64, WeightError> { Ok(float_attribute(attributes(i)?, "epsilon").unwrap_or(1e-5)) };
     // scale/√(var+ε), one factor per channel.
     let bn_factor = |scale: usize, var: usize, eps: usize| -> Result<Vec<f64>, WeightError> {
         let (scale, var, eps) = (floats(required(scale)?)?, floats(required(var)?)?, epsilon(eps)?);
@@ -304,7 +303,8 @@ mod tests {
         let mean = tensor::from_f32("m", &[2], &[1.0, 2.0]);
         let bn = attrs("epsilon", 1.0);
         use Operand::*;
-        let folded = evaluate(WeightFn::BnWeight, &[Tensor(&w), Tensor(&scale), Tensor(&var), Attributes(&bn)]).unwrap();
+        let folded =
+            evaluate(WeightFn::BnWeight, &[Tensor(&w), Tensor(&scale), Tensor(&var), Attributes(&bn)]).unwrap();
         // factors: 2/√4 = 1, 0.5/√1 = 0.5
         assert_eq!(tensor::to_f64(&folded).unwrap(), vec![1.0, 2.0, 1.5, 2.0]);
         let bias = evaluate(

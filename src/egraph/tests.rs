@@ -1,0 +1,74 @@
+//! Engine tests that state start ⇒ goal on golden models, and the error
+//! budget exercised with a synthetic approximate rule (exact families never
+//! need it): each Relu may be dropped at an error of 0.3.
+
+use super::*;
+use crate::cost::DeviceProfile;
+use crate::pipeline;
+
+fn resnet_block() -> Model {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/resnet_block_op13/model.onnx");
+    pipeline::load(&path, &[("images".into(), vec![1, 3, 32, 32])]).unwrap().model
+}
+
+fn options(families: &[&str], user_rules: &str, budget: f64) -> Options {
+    Options {
+        families: families.iter().map(|f| f.to_string()).collect(),
+        user_rules: if user_rules.is_empty() { vec![] } else { vec![("test.rules".into(), user_rules.into())] },
+        limits: Limits::default(),
+        objective: Objective::Latency,
+        profile: DeviceProfile::shipped("x86-avx2").unwrap(),
+        budget,
+    }
+}
+
+fn count(model: &Model, op: &str) -> usize {
+    model.graph.nodes.node_weights().filter(|n| n.op_type == op).count()
+}
+
+#[test]
+fn fuse_folds_every_batch_norm_into_its_conv() {
+    let model = resnet_block();
+    assert_eq!(count(&model, "BatchNormalization"), 6);
+    let (optimized, report) = optimize(&model, &options(&["fuse"], "", 0.0)).unwrap();
+    assert_eq!(count(&optimized, "BatchNormalization"), 0);
+    assert_eq!(count(&optimized, "Conv"), count(&model, "Conv"));
+    let at: Vec<&str> = report.firings.iter().map(|f| f.at.as_str()).collect();
+    assert_eq!(report.fired, vec![("fuse-bn-conv".to_string(), 6)], "{at:?}");
+    assert_eq!(report.extraction.error, 0.0);
+}
+
+#[test]
+fn the_budget_decides_how_many_approximations_are_taken() {
+    let model = resnet_block();
+    let relus = count(&model, "Relu");
+    assert!(relus >= 4, "{relus} Relu nodes");
+    let rule = "# Synthetic: drop a Relu at an error of 0.3.\ndrop-relu: (Relu ?x ?a) => (~0.3 ?x)\n";
+    let mut previous = (f64::INFINITY, 0);
+    for budget in [0.0, 0.65, 1.0, 100.0] {
+        let (optimized, report) = optimize(&model, &options(&[], rule, budget)).unwrap();
+        let dropped = relus - count(&optimized, "Relu");
+        let error = report.extraction.error;
+        assert!((error - 0.3 * dropped as f64).abs() < 1e-9 && error <= budget, "budget {budget}: error {error}");
+        assert!(report.extraction.cost <= previous.0 && dropped >= previous.1, "a larger budget never costs more");
+        match budget {
+            0.0 => assert_eq!(dropped, 0),
+            100.0 => assert_eq!(dropped, relus),
+            _ => assert!(dropped < relus, "budget {budget} cannot pay for every Relu"),
+        }
+        previous = (report.extraction.cost, dropped);
+    }
+    assert!(previous.1 > 0);
+}
+
+#[test]
+fn a_shared_value_is_paid_once() {
+    // The DAG-aware cost of the original graph equals the sum over its nodes,
+    // even though residual blocks read values twice.
+    let model = resnet_block();
+    let profile = DeviceProfile::shipped("x86-avx2").unwrap();
+    let (_, report) = optimize(&model, &options(&[], "unused: (Identity ?x ?a) => ?x\n", 0.0)).unwrap();
+    let summed = crate::cost::graph_estimate(&model.graph, &profile).latency_seconds;
+    let extracted = report.extraction.cost;
+    assert!((extracted - summed).abs() <= 0.02 * summed, "extracted {extracted} vs summed {summed}");
+}
