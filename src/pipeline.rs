@@ -119,7 +119,31 @@ pub fn optimize(
     let (mut optimized, report) = egraph::optimize(&model, options).map_err(engine_error)?;
     declare_fixed_inputs(&mut optimized, fixed);
     ir::infer::infer(&mut optimized, fixed).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
+    if !fixed.is_empty() {
+        declare_inferred_shapes(&mut optimized);
+    }
     Ok((optimized, Some(report)))
+}
+
+/// With inputs fixed, the declarations of outputs and intermediate values
+/// take the shapes inference found (stale symbolic or -1 dims would contradict them).
+fn declare_inferred_shapes(model: &mut Model) {
+    let graph = &mut model.graph;
+    for io in &mut graph.outputs {
+        let proto = &mut io.declared;
+        let Some(shape) = graph.values[io.value.0].shape.as_ref().filter(|s| s.as_known().is_some()) else { continue };
+        if let Some(type_proto::Value::TensorType(tensor)) = proto.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+            tensor.shape = Some(shape.to_proto());
+        }
+    }
+    for value in &mut graph.values {
+        let Some(shape) = value.shape.as_ref().filter(|s| s.as_known().is_some()).cloned() else { continue };
+        if let Some(type_proto::Value::TensorType(tensor)) =
+            value.declared.as_mut().and_then(|d| d.r#type.as_mut()).and_then(|t| t.value.as_mut())
+        {
+            tensor.shape = Some(shape.to_proto());
+        }
+    }
 }
 
 /// Writes fixed input shapes into the graph inputs' declarations.

@@ -60,26 +60,6 @@ pub fn estimate(profile: &DeviceProfile, work: &Work) -> Estimate {
     Estimate { latency_seconds, energy_joules: (arithmetic + memory_energy) * 1e-12 }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn roofline_takes_the_slower_of_compute_and_memory() {
-        let profile = DeviceProfile::shipped("x86-avx2").unwrap();
-        let compute_bound = Work { macs: 3_000_000_000, dtype: Some(DataType::Float), ..Default::default() };
-        let estimate_compute = estimate(&profile, &compute_bound);
-        assert!((estimate_compute.latency_seconds - (0.1 + profile.node_overhead)).abs() < 1e-9);
-        let memory_bound =
-            Work { macs: 1, weight_bytes: 1_500_000_000, dtype: Some(DataType::Float), ..Default::default() };
-        assert!((estimate(&profile, &memory_bound).latency_seconds - (0.1 + profile.node_overhead)).abs() < 1e-6);
-        // 1e6 fp32 MACs: 4.6 µJ of arithmetic; 4 MB of weights from DRAM: 640 µJ.
-        let energy =
-            estimate(&profile, &Work { macs: 1_000_000, weight_bytes: 4_000_000, ..compute_bound }).energy_joules;
-        assert!((energy - (4.6e-6 + 640e-6)).abs() < 1e-9, "{energy}");
-    }
-}
-
 /// The estimated latency and energy of a whole graph: the sum over its nodes
 /// (unknown dims count as 1, so symbolic batches estimate one sample).
 pub fn graph_estimate(graph: &crate::ir::Graph, profile: &DeviceProfile) -> Estimate {
@@ -112,4 +92,24 @@ pub fn graph_estimate(graph: &crate::ir::Graph, profile: &DeviceProfile) -> Esti
         total += estimate(profile, &work);
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roofline_takes_the_slower_of_compute_and_memory() {
+        let profile = DeviceProfile::shipped("x86-avx2").unwrap();
+        let compute_bound = Work { macs: 3_000_000_000, dtype: Some(DataType::Float), ..Default::default() };
+        let estimate_compute = estimate(&profile, &compute_bound);
+        assert!((estimate_compute.latency_seconds - (0.1 + profile.node_overhead)).abs() < 1e-9);
+        let memory_bound =
+            Work { macs: 1, weight_bytes: 1_500_000_000, dtype: Some(DataType::Float), ..Default::default() };
+        assert!((estimate(&profile, &memory_bound).latency_seconds - (0.1 + profile.node_overhead)).abs() < 1e-6);
+        // 1e6 fp32 MACs: 4.6 µJ of arithmetic; 4 MB of weights from DRAM: 640 µJ.
+        let energy =
+            estimate(&profile, &Work { macs: 1_000_000, weight_bytes: 4_000_000, ..compute_bound }).energy_joules;
+        assert!((energy - (4.6e-6 + 640e-6)).abs() < 1e-9, "{energy}");
+    }
 }

@@ -25,6 +25,8 @@ pub struct ClassFacts {
     pub weight_only: bool,
     /// Its value, when it is a known constant tensor.
     pub constant: Option<WeightId>,
+    /// How many nodes (and graph outputs) read it in the input model.
+    pub uses: usize,
 }
 
 impl ClassFacts {
@@ -207,11 +209,11 @@ impl egg::Analysis<Onnx> for Facts {
         match enode {
             Onnx::Weight(w) => {
                 let (dtype, shape) = tensor_facts(egraph.analysis.weight(*w));
-                ClassFacts { dtype, shape, weight_only: true, constant: Some(*w) }
+                ClassFacts { dtype, shape, weight_only: true, constant: Some(*w), uses: 0 }
             }
             Onnx::Input(i) => {
                 let fed = &egraph.analysis.fed[*i as usize];
-                ClassFacts { dtype: fed.dtype, shape: fed.shape.clone(), weight_only: false, constant: None }
+                ClassFacts { dtype: fed.dtype, shape: fed.shape.clone(), weight_only: false, constant: None, uses: 0 }
             }
             Onnx::Attrs(_) | Onnx::Absent => ClassFacts { weight_only: true, ..Default::default() },
             Onnx::Approx(_, [inner]) => child(inner).clone(),
@@ -227,6 +229,7 @@ impl egg::Analysis<Onnx> for Facts {
                     shape: result.map(|r| Shape::known(&r.1)),
                     weight_only: true,
                     constant,
+                    uses: 0,
                 }
             }
             Onnx::Op(op, children) => {
@@ -239,7 +242,7 @@ impl egg::Analysis<Onnx> for Facts {
                     if let Some(tensor) = tensor {
                         let (dtype, shape) = tensor_facts(&tensor);
                         let constant = Some(egraph.analysis.intern_weight(tensor, None));
-                        return ClassFacts { dtype, shape, weight_only: true, constant };
+                        return ClassFacts { dtype, shape, weight_only: true, constant, uses: 0 };
                     }
                 }
                 ClassFacts { weight_only, ..Default::default() }
@@ -271,6 +274,12 @@ impl egg::Analysis<Onnx> for Facts {
             a.weight_only = true;
             changed_a = true;
         } else if a.weight_only && !b.weight_only {
+            changed_b = true;
+        }
+        if b.uses > a.uses {
+            a.uses = b.uses;
+            changed_a = true;
+        } else if a.uses > b.uses {
             changed_b = true;
         }
         if a.constant.is_none() && b.constant.is_some() {

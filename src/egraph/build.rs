@@ -169,10 +169,23 @@ pub fn build(model: &Model, keep_dead: bool) -> Result<Built, String> {
         }
     }
 
-    // Facts from the IR's inference for every class that holds a value.
-    for (&value, &class) in &class_of {
-        let value = graph.value(value);
+    // Facts from the IR's inference for every class that holds a value, and its readers.
+    let mut uses: HashMap<ValueId, usize> = HashMap::new();
+    for node in graph.nodes.node_weights() {
+        let mut read_here: Vec<ValueId> = node.inputs.iter().flatten().chain(&node.implicit_inputs).copied().collect();
+        read_here.sort();
+        read_here.dedup();
+        for value in read_here {
+            *uses.entry(value).or_default() += 1;
+        }
+    }
+    for io in &graph.outputs {
+        *uses.entry(io.value).or_default() += 1;
+    }
+    for (&value_id, &class) in &class_of {
+        let value = graph.value(value_id);
         let data = &mut egraph[class].data;
+        data.uses = data.uses.max(uses.get(&value_id).copied().unwrap_or(0));
         if data.dtype.is_none() {
             data.dtype = value.dtype;
         }

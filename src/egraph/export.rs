@@ -19,6 +19,9 @@ use crate::ir::tensor;
 use crate::onnx::proto::{NodeProto, TensorProto};
 use crate::weights::{self, Operand};
 
+/// An operator's inputs, attributes and implicit (subgraph) inputs.
+type Operands = (Vec<Option<ValueId>>, OpAttrs, Vec<ValueId>);
+
 struct Exporter<'a> {
     egraph: &'a EGraph,
     chosen: &'a HashMap<Id, Onnx>,
@@ -324,7 +327,7 @@ impl<'a> Exporter<'a> {
     }
 
     /// An operator's inputs, attributes and implicit inputs (renamed by Identity where needed).
-    fn operands(&mut self, children: &[Id]) -> Result<(Vec<Option<ValueId>>, OpAttrs, Vec<ValueId>), String> {
+    fn operands(&mut self, children: &[Id]) -> Result<Operands, String> {
         let attrs_at = children
             .iter()
             .position(|&c| attrs_of(self.egraph, c).is_some())

@@ -44,6 +44,7 @@ const GUARDS: &[Guard] = &[
     Guard { name: "batchnorm_fits_transposed", about: "(W scale bias mean var bn_attrs conv_attrs): the same for ConvTranspose (Cout = W.dims[1]·group)", arity: Some(7), check: batchnorm_fits_transposed },
     Guard { name: "batchnorm_fits_gemm", about: "(B C scale bias mean var bn_attrs gemm_attrs): constant BN parameters, one per Gemm output column, beta ≠ 0", arity: Some(8), check: batchnorm_fits_gemm },
     Guard { name: "channel_constant", about: "(c W): c is a constant that varies only along the Conv output-channel axis", arity: Some(2), check: channel_constant },
+    Guard { name: "unshared", about: "(X W): the layer reading X with weight W has one reader, so fusing into it duplicates nothing", arity: Some(2), check: unshared },
     Guard { name: "gemm_operands", about: "(A B C): A and B are matrices and C broadcasts one way onto A·B", arity: Some(3), check: gemm_operands },
 ];
 
@@ -184,4 +185,14 @@ fn gemm_operands(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
             [cm, cn] => fits(cm, m) && fits(cn, n),
             _ => false,
         }
+}
+
+fn unshared(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
+    let (x, w) = (egraph.find(args[0]), egraph.find(args[1]));
+    egraph.classes().all(|class| {
+        let layer = class.nodes.iter().any(|n| {
+            matches!(n, super::language::Onnx::Op(_, c) if c.len() >= 2 && egraph.find(c[0]) == x && egraph.find(c[1]) == w)
+        });
+        !layer || class.data.uses <= 1
+    })
 }

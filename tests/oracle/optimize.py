@@ -1,0 +1,166 @@
+"""ONNX Runtime oracle for `pare optimize` (exact families) on the fetched zoo
+and PP-OCR models, beside onnxsim and onnxoptimizer on the same inputs.
+
+For every model: optimize with pare (default passes), onnxsim and
+onnxoptimizer; check pare's output with onnx.checker (full check where the
+input passes it); run all of them in ONNX Runtime with optimizations off and
+on, on one seeded input, and compare each with the original under the same
+setting (relative L2). pare's deviation must stay within max(1e-5, 1.5x the
+deviation ONNX Runtime's own graph optimizations cause on the original),
+which is the float32 rounding floor of folding weights. Reports node counts,
+what each tool removed (by operator), and ONNX Runtime latency (ORT_ENABLE_ALL,
+one thread, median of repeated runs, all variants timed side by side).
+
+Exit status 1 when a check fails: pare's output invalid or off tolerance, or
+pare's node count above either tool's. Latency is reported, not asserted:
+on a shared 2-core VM run-to-run noise reaches 10%, more than the exact
+passes change (benches measure it with more repeats).
+"""
+
+import argparse
+import collections
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ["resnet50", "densenet121", "inception_v2", "shufflenet", "squeezenet", "vgg19",
+          "ppocr_det", "ppocr_rec", "ppocr_cls"]
+
+
+def session(path, level):
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def rel_l2(reference, candidate):
+    num = float(np.linalg.norm(candidate.astype(np.float64) - reference.astype(np.float64)))
+    den = float(np.linalg.norm(reference.astype(np.float64)))
+    return num / den if den > 0 else (0.0 if num == 0 else float("inf"))
+
+
+def outputs(path, level, feed):
+    return session(path, level).run(None, feed)
+
+
+def latency(path, feed, repeats):
+    s = session(path, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    for _ in range(3):
+        s.run(None, feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        s.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def op_counts(model):
+    return collections.Counter(n.op_type for n in model.graph.node)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pare", required=True)
+    parser.add_argument("--models", default=str(ROOT / ".cache/models"))
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--json", help="write the measurements here")
+    parser.add_argument("--only", nargs="*", default=MODELS, help="a subset of the models")
+    args = parser.parse_args()
+    import onnxoptimizer
+    import onnxsim
+
+    manifest = json.loads((Path(args.models) / "manifest.json").read_text())
+    by_name = {m["name"]: m for m in manifest["models"]}
+    failures, rows = [], []
+    work = Path(tempfile.mkdtemp(prefix="pare-oracle-"))
+    for name in args.only:
+        entry = by_name.get(name)
+        if entry is None:
+            failures.append(f"{name}: not in the fetched models")
+            continue
+        source = Path(args.models) / entry["path"]
+        shapes = entry["input_shape_arg"]
+        shapes = shapes if isinstance(shapes, list) else [shapes]
+        shape_args = [a for s in shapes for a in ("--input-shape", s)]
+        ours = work / f"{name}.pare.onnx"
+        run = subprocess.run([args.pare, "optimize", str(source), "-o", str(ours), "--samples", "1", *shape_args],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            failures.append(f"{name}: pare optimize exited {run.returncode}: {run.stderr.strip()}")
+            continue
+        original = onnx.load(str(source))
+        fixed = {s.split("=")[0]: [int(d) for d in s.split("=")[1].split(",")] for s in shapes}
+        simplified, ok = onnxsim.simplify(original, overwrite_input_shapes=fixed)
+        sim_path = work / f"{name}.onnxsim.onnx"
+        onnx.save(simplified, str(sim_path))
+        optimized = onnxoptimizer.optimize(original)
+        opt_path = work / f"{name}.onnxoptimizer.onnx"
+        onnx.save(optimized, str(opt_path))
+        pare_model = onnx.load(str(ours))
+        try:
+            onnx.checker.check_model(original, full_check=True)
+            full = True
+        except Exception:
+            full = False
+        try:
+            onnx.checker.check_model(pare_model, full_check=full)
+        except Exception as error:
+            failures.append(f"{name}: pare's output fails onnx.checker: {error}")
+
+        rng = np.random.default_rng(0)
+        feed = {}
+        for value in session(source, ort.GraphOptimizationLevel.ORT_DISABLE_ALL).get_inputs():
+            dims = fixed.get(value.name) or [d if isinstance(d, int) else 1 for d in value.shape]
+            feed[value.name] = rng.standard_normal(dims).astype(np.float32)
+        deviation = {}
+        for label, level in [("none", ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
+                             ("all", ort.GraphOptimizationLevel.ORT_ENABLE_ALL)]:
+            reference = outputs(source, level, feed)
+            candidate = outputs(ours, level, feed)
+            deviation[label] = max(rel_l2(r, c) for r, c in zip(reference, candidate))
+        floor = max(rel_l2(r, c) for r, c in zip(outputs(source, ort.GraphOptimizationLevel.ORT_DISABLE_ALL, feed),
+                                                  outputs(source, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, feed)))
+        bound = max(1e-5, 1.5 * floor)
+        for label in ("none", "all"):
+            if deviation[label] > bound:
+                failures.append(f"{name}: rel L2 {deviation[label]:.2e} with ORT {label} above {bound:.2e}")
+
+        counts = {"original": op_counts(original), "pare": op_counts(pare_model),
+                  "onnxsim": op_counts(simplified), "onnxoptimizer": op_counts(optimized)}
+        nodes = {k: sum(v.values()) for k, v in counts.items()}
+        removed = {k: dict(sorted((counts["original"] - v).items())) for k, v in counts.items() if k != "original"}
+        times = {k: latency(p, feed, args.repeats) for k, p in
+                 [("original", source), ("pare", ours), ("onnxsim", sim_path), ("onnxoptimizer", opt_path)]}
+        for tool in ("onnxsim", "onnxoptimizer"):
+            if nodes["pare"] > nodes[tool]:
+                failures.append(f"{name}: pare leaves {nodes['pare']} nodes, {tool} {nodes[tool]}")
+        row = {"model": name, "nodes": nodes, "removed": removed, "latency_ms": {k: v * 1e3 for k, v in times.items()},
+               "rel_l2": deviation, "ort_own_rel_l2": floor}
+        rows.append(row)
+        print(f"{name:13} nodes {nodes['original']:4} -> pare {nodes['pare']:4} onnxsim {nodes['onnxsim']:4} "
+              f"onnxoptimizer {nodes['onnxoptimizer']:4} | ms orig {times['original']*1e3:7.2f} pare {times['pare']*1e3:7.2f} "
+              f"onnxsim {times['onnxsim']*1e3:7.2f} onnxopt {times['onnxoptimizer']*1e3:7.2f} | rel L2 none "
+              f"{deviation['none']:.1e} all {deviation['all']:.1e} (ORT's own {floor:.1e})", flush=True)
+        for tool, gone in removed.items():
+            print(f"    {tool:13} removed {gone}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    for failure in failures:
+        print("FAIL", failure)
+    print(f"optimize oracle: {len(rows)} models, {len(failures)} failures")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
