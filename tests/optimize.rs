@@ -12,22 +12,8 @@ use std::path::{Path, PathBuf};
 use pare::onnx::proto::ModelProto;
 use pare::onnx::read_model;
 
-/// Golden models tract 0.23 cannot run (see src/eval/golden_tests.rs).
-const TRACT_CANNOT_RUN: &[&str] = &[
-    "legacy_attrs_op9",
-    "local_function_op17",
-    "control_flow_op13",
-    "sparse_initializer_op13",
-    "com_microsoft_op17",
-    "qdq_matmul_op21",
-];
-
-fn golden_name(path: &Path) -> String {
-    path.parent().unwrap().strip_prefix(common::repo().join("golden")).unwrap().display().to_string()
-}
-
 fn runtime_for(name: &str) -> &'static str {
-    if TRACT_CANNOT_RUN.contains(&name) {
+    if common::TRACT_CANNOT_RUN.contains(&name) {
         "ort"
     } else {
         "tract"
@@ -66,7 +52,7 @@ fn batchnorms_after_conv(model: &ModelProto) -> usize {
 #[test]
 fn every_golden_model_optimizes_verifies_and_keeps_its_golden_outputs() {
     for model in common::golden_models() {
-        let name = golden_name(&model);
+        let name = common::golden_name(&model);
         let runtime = runtime_for(&name);
         let dir = tempfile::tempdir().unwrap();
         let shapes = common::golden_input_shapes(&model);

@@ -17,25 +17,11 @@ fn verify(args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
     (run.status.code(), json, common::stderr(&run))
 }
 
-/// Golden models tract 0.23 cannot run (see src/eval/golden_tests.rs).
-const TRACT_CANNOT_RUN: &[&str] = &[
-    "legacy_attrs_op9",
-    "local_function_op17",
-    "control_flow_op13",
-    "sparse_initializer_op13",
-    "com_microsoft_op17",
-    "qdq_matmul_op21",
-];
-
-fn golden_name(path: &Path) -> String {
-    path.parent().unwrap().strip_prefix(common::repo().join("golden")).unwrap().display().to_string()
-}
-
 #[test]
 fn every_model_against_itself_has_zero_error() {
     let mut models: Vec<(PathBuf, Vec<String>)> = common::golden_models()
         .into_iter()
-        .filter(|p| !TRACT_CANNOT_RUN.contains(&golden_name(p).as_str()))
+        .filter(|p| !common::TRACT_CANNOT_RUN.contains(&common::golden_name(p).as_str()))
         .map(|p| {
             let shapes = common::golden_input_shapes(&p);
             (p, shapes)

@@ -5,6 +5,7 @@
 //! ConvTranspose: N·Cin·Hin·Win·Cout/groups·Kh·Kw, Gemm and MatMul: M·N·K per
 //! batch) and are zero for other operators.
 
+use crate::ir::AttributeList;
 use petgraph::stable_graph::NodeIndex;
 
 use crate::ir::graph::{Graph, Producer, ValueId};

@@ -10,7 +10,7 @@
 use serde::Serialize;
 
 use super::profile::DeviceProfile;
-use crate::ir::DataType;
+use crate::ir::{DataType, Shape};
 
 /// What one operator does.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -60,16 +60,27 @@ pub fn estimate(profile: &DeviceProfile, work: &Work) -> Estimate {
     Estimate { latency_seconds, energy_joules: (arithmetic + memory_energy) * 1e-12 }
 }
 
+/// A shape's dims with unknown and symbolic ones counted as 1, so a symbolic
+/// batch estimates one sample.
+pub fn dims_or_one(shape: &Shape) -> Vec<u64> {
+    shape.0.iter().map(|d| d.known().unwrap_or(1).max(0) as u64).collect()
+}
+
+/// Elements of a tensor under that convention (an unknown rank counts as one element).
+pub fn elements_or_one(shape: Option<&Shape>) -> u64 {
+    shape.map_or(1, |s| dims_or_one(s).iter().product())
+}
+
+/// Bytes of a tensor under that convention (0 for an unknown element type).
+pub fn bytes_or_one(dtype: Option<DataType>, shape: Option<&Shape>) -> u64 {
+    dtype.and_then(|d| d.byte_size(elements_or_one(shape))).unwrap_or(0)
+}
+
 /// The estimated latency and energy of a whole graph: the sum over its nodes
-/// (unknown dims count as 1, so symbolic batches estimate one sample).
+/// (unknown dims count as 1).
 pub fn graph_estimate(graph: &crate::ir::Graph, profile: &DeviceProfile) -> Estimate {
     use super::count::{node_cost, node_weights};
-    let bytes_of = |id: crate::ir::ValueId| {
-        let value = graph.value(id);
-        let elements: u64 =
-            value.shape.as_ref().map_or(1, |s| s.0.iter().map(|d| d.known().unwrap_or(1).max(0) as u64).product());
-        value.dtype.and_then(|d| d.byte_size(elements)).unwrap_or(0)
-    };
+    let bytes_of = |id: crate::ir::ValueId| bytes_or_one(graph.value(id).dtype, graph.value(id).shape.as_ref());
     let mut total = Estimate::default();
     for index in graph.nodes.node_indices() {
         let node = graph.node(index);
@@ -77,10 +88,7 @@ pub fn graph_estimate(graph: &crate::ir::Graph, profile: &DeviceProfile) -> Esti
         let weights: Vec<crate::ir::ValueId> = node_weights(graph, index).into_iter().map(|(id, _)| id).collect();
         let input_bytes = node.inputs.iter().flatten().filter(|id| !weights.contains(id)).map(|&id| bytes_of(id)).sum();
         let output_bytes: u64 = node.outputs.iter().flatten().map(|&id| bytes_of(id)).sum();
-        let output_elements = node
-            .output(0)
-            .and_then(|id| graph.value(id).shape.as_ref())
-            .map_or(1, |s| s.0.iter().map(|d| d.known().unwrap_or(1).max(0) as u64).product());
+        let output_elements = elements_or_one(node.output(0).and_then(|id| graph.value(id).shape.as_ref()));
         let work = Work {
             macs: cost.macs.unwrap_or(0),
             dtype: node.input(0).and_then(|id| graph.value(id).dtype),

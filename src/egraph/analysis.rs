@@ -12,7 +12,7 @@ use egg::{DidMerge, EGraph, Id};
 use prost::Message;
 
 use super::language::{AttrsId, Onnx, WeightId};
-use crate::ir::{tensor, DataType, Shape};
+use crate::ir::{tensor, AttributeList, DataType, Shape};
 use crate::onnx::proto::{AttributeProto, TensorProto};
 use crate::weights::{fold, fold::OpsetContext, Operand, WeightFn};
 
@@ -54,26 +54,6 @@ pub struct OpAttrs {
 }
 
 impl OpAttrs {
-    pub fn int(&self, name: &str) -> Option<i64> {
-        self.get(name).and_then(|a| a.i)
-    }
-
-    pub fn ints(&self, name: &str) -> Option<&[i64]> {
-        self.get(name).map(|a| a.ints.as_slice())
-    }
-
-    pub fn float(&self, name: &str) -> Option<f32> {
-        self.get(name).and_then(|a| a.f)
-    }
-
-    pub fn string(&self, name: &str) -> Option<String> {
-        self.get(name).and_then(|a| a.s.as_ref()).map(|s| String::from_utf8_lossy(s).into_owned())
-    }
-
-    pub fn get(&self, name: &str) -> Option<&AttributeProto> {
-        self.attributes.iter().find(|a| a.name.as_deref() == Some(name))
-    }
-
     /// A copy with one attribute replaced (or added), kept sorted by name.
     pub fn with(&self, attribute: AttributeProto) -> OpAttrs {
         let mut attributes: Vec<AttributeProto> =
@@ -81,6 +61,12 @@ impl OpAttrs {
         attributes.push(attribute);
         attributes.sort_by(|a, b| a.name.cmp(&b.name));
         OpAttrs { attributes, implicit: self.implicit.clone(), output_slots: self.output_slots.clone() }
+    }
+}
+
+impl AttributeList for OpAttrs {
+    fn attribute_list(&self) -> &[AttributeProto] {
+        &self.attributes
     }
 }
 

@@ -3,6 +3,7 @@
 //! e-class of the replacement (the caller unions it with the matched class),
 //! or `None` when the match does not qualify after all.
 
+use crate::ir::AttributeList;
 use egg::{Id, Subst, Symbol, Var};
 
 use super::analysis::{attrs_of, constant_of, is_absent, Graph, OpAttrs};
@@ -170,7 +171,7 @@ fn compose_transposes(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<
     let x = var(subst, "?x")?;
     let rank = egraph[x].data.shape.as_ref()?.rank();
     let perm = |attrs: &OpAttrs| -> Option<Vec<usize>> {
-        let perm: Vec<usize> = match attrs.ints("perm") {
+        let perm: Vec<usize> = match attrs.attr_ints("perm") {
             Some(p) => p.iter().map(|&i| usize::try_from(i).ok()).collect::<Option<_>>()?,
             None => (0..rank).rev().collect(),
         };
@@ -193,12 +194,12 @@ fn spatial_padding(egraph: &Graph, subst: &Subst, value_ok: fn(f64) -> bool) -> 
     let x = var(subst, "?x")?;
     let rank = egraph[x].data.shape.as_ref()?.rank();
     let pad_attrs = attrs_of(egraph, var(subst, "?pa")?)?;
-    if pad_attrs.string("mode").is_some_and(|m| m != "constant") {
+    if pad_attrs.attr_string("mode").is_some_and(|m| m != "constant") {
         return None;
     }
     let pads_input = var(subst, "?pads")?;
     let (pads, value) = if is_absent(egraph, pads_input) {
-        (pad_attrs.ints("pads")?.to_vec(), pad_attrs.float("value").map_or(0.0, f64::from))
+        (pad_attrs.attr_ints("pads")?.to_vec(), pad_attrs.attr_float("value").map_or(0.0, f64::from))
     } else {
         let pads = tensor::to_i64(constant_of(egraph, pads_input)?)?;
         let value_input = var(subst, "?value")?;
@@ -243,10 +244,10 @@ fn spatial_padding(egraph: &Graph, subst: &Subst, value_ok: fn(f64) -> bool) -> 
 /// The operator's attributes with the extra padding added to its pads, if it
 /// pads explicitly (auto_pad NOTSET).
 fn merged_pads(attrs: &OpAttrs, extra: &[i64]) -> Option<Vec<i64>> {
-    if attrs.string("auto_pad").is_some_and(|p| p != "NOTSET") {
+    if attrs.attr_string("auto_pad").is_some_and(|p| p != "NOTSET") {
         return None;
     }
-    let existing = attrs.ints("pads").map(<[i64]>::to_vec).unwrap_or_else(|| vec![0; extra.len()]);
+    let existing = attrs.attr_ints("pads").map(<[i64]>::to_vec).unwrap_or_else(|| vec![0; extra.len()]);
     (existing.len() == extra.len()).then(|| existing.iter().zip(extra).map(|(a, b)| a + b).collect())
 }
 
@@ -262,8 +263,8 @@ fn fuse_pad_average_pool(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Opti
     let extra = spatial_padding(egraph, subst, |v| v == 0.0)?;
     let attrs = attrs_of(egraph, var(subst, "?ca")?)?.clone();
     // The pool's own padding must be counted too once the Pad's zeros are.
-    let own_padding = attrs.ints("pads").is_some_and(|p| p.iter().any(|&v| v != 0));
-    if own_padding && attrs.int("count_include_pad").unwrap_or(0) == 0 {
+    let own_padding = attrs.attr_ints("pads").is_some_and(|p| p.iter().any(|&v| v != 0));
+    if own_padding && attrs.attr_int("count_include_pad").unwrap_or(0) == 0 {
         return None;
     }
     let pads = merged_pads(&attrs, &extra)?;

@@ -36,6 +36,8 @@ struct Exporter<'a> {
     used_names: HashSet<String>,
     node_names: HashSet<String>,
     values: HashMap<Id, ValueId>,
+    /// Tuple (multi-output) classes already written as a node.
+    emitted_tuples: HashSet<Id>,
     tensors: HashMap<Id, TensorProto>,
     /// (tuple class, slot) → the class of that output.
     tuple_outputs: HashMap<(Id, u32), Id>,
@@ -49,7 +51,7 @@ pub fn export(source: &Model, built: &Built, choice: &Choice) -> Result<Model, S
     let mut origins = HashMap::new();
     let mut similar_origins = HashMap::new();
     for (node, origin) in &built.origins {
-        let node = node.clone().map_children_canonical(egraph);
+        let node = egg::Language::map_children(node.clone(), find);
         if let Some(key) = similarity_key(&node) {
             similar_origins.entry(key).or_insert(origin);
         }
@@ -72,6 +74,7 @@ pub fn export(source: &Model, built: &Built, choice: &Choice) -> Result<Model, S
         used_names: HashSet::new(),
         node_names: HashSet::new(),
         values: HashMap::new(),
+        emitted_tuples: HashSet::new(),
         tensors: HashMap::new(),
         tuple_outputs,
         counter: 0,
@@ -104,16 +107,6 @@ pub fn export(source: &Model, built: &Built, choice: &Choice) -> Result<Model, S
 fn similarity_key(node: &Onnx) -> Option<(Onnx, Id, Id)> {
     let (op, children) = node.as_op()?;
     Some((Onnx::Op(op, Box::new([])), *children.first()?, *children.last()?))
-}
-
-trait Canonical {
-    fn map_children_canonical(self, egraph: &EGraph) -> Self;
-}
-
-impl Canonical for Onnx {
-    fn map_children_canonical(self, egraph: &EGraph) -> Onnx {
-        egg::Language::map_children(self, |c| egraph.find(c))
-    }
 }
 
 impl<'a> Exporter<'a> {
@@ -207,6 +200,18 @@ impl<'a> Exporter<'a> {
         }
     }
 
+    /// A value a node is about to produce (its producer is set once the node exists).
+    fn add_output_value(&mut self, name: String, dtype: Option<crate::ir::DataType>) -> ValueId {
+        self.graph.add_value(Value {
+            name,
+            dtype,
+            shape: None,
+            producer: Producer::GraphInput,
+            initializer: None,
+            declared: None,
+        })
+    }
+
     fn add_initializer(&mut self, class: Id, tensor: TensorProto, base: &str) -> ValueId {
         let name = self.name_for(class, base);
         let id = self.graph.add_value(Value {
@@ -251,14 +256,7 @@ impl<'a> Exporter<'a> {
                 let (inputs, attrs, implicit) = self.operands(children)?;
                 let (_, op_type) = split_op(*op);
                 let name = self.name_for(class, &op_type.to_lowercase());
-                let value = self.graph.add_value(Value {
-                    name,
-                    dtype: self.egraph[class].data.dtype,
-                    shape: None,
-                    producer: Producer::GraphInput, // set below
-                    initializer: None,
-                    declared: None,
-                });
+                let value = self.add_output_value(name, self.egraph[class].data.dtype);
                 let node = self.make_node(class, inputs, vec![Some(value)], attrs, implicit)?;
                 self.graph.value_mut(value).producer = Producer::Node(node, 0);
                 value
@@ -276,7 +274,7 @@ impl<'a> Exporter<'a> {
 
     /// Emits a multi-output node; its outputs' classes get their values.
     fn emit_tuple(&mut self, class: Id) -> Result<(), String> {
-        if self.values.contains_key(&class) {
+        if !self.emitted_tuples.insert(class) {
             return Ok(());
         }
         let Onnx::Tuple(op, children) = self.chosen(class)? else { return Err("not a tuple node".into()) };
@@ -295,14 +293,7 @@ impl<'a> Exporter<'a> {
                 None => self.fresh(&format!("{}_unused", op_type.to_lowercase())),
             };
             let dtype = output_class.and_then(|c| self.egraph[c].data.dtype);
-            let value = self.graph.add_value(Value {
-                name,
-                dtype,
-                shape: None,
-                producer: Producer::GraphInput,
-                initializer: None,
-                declared: None,
-            });
+            let value = self.add_output_value(name, dtype);
             outputs.push(Some(value));
             slot_classes.push((output_class, value));
         }
@@ -316,12 +307,6 @@ impl<'a> Exporter<'a> {
             if let Some(c) = output_class {
                 self.values.insert(c, value);
             }
-        }
-        // Mark the tuple itself as emitted (its value is its first output, if any).
-        if let Some(Some(first)) = outputs.first() {
-            self.values.insert(class, *first);
-        } else {
-            self.values.insert(class, ValueId(usize::MAX));
         }
         Ok(())
     }
@@ -356,15 +341,7 @@ impl<'a> Exporter<'a> {
         if let Some(existing) = self.graph.value_id(wanted) {
             return Ok(existing); // an earlier Identity made it
         }
-        let dtype = self.graph.value(value).dtype;
-        let renamed = self.graph.add_value(Value {
-            name: wanted.to_string(),
-            dtype,
-            shape: None,
-            producer: Producer::GraphInput,
-            initializer: None,
-            declared: None,
-        });
+        let renamed = self.add_output_value(wanted.to_string(), self.graph.value(value).dtype);
         self.used_names.insert(wanted.to_string());
         let name = self.fresh_node_name("Identity");
         let node = self.graph.nodes.add_node(Node {

@@ -8,6 +8,7 @@
 //! or energy of operators (weights and weight-only computations are free at
 //! run time: they are initializers), or weight bytes for `size`.
 
+use crate::ir::AttributeList;
 use std::collections::HashMap;
 
 use egg::{Id, Language};
@@ -16,6 +17,7 @@ use serde::Serialize;
 
 use super::analysis::{ClassFacts, Graph};
 use super::language::{split_op, Onnx};
+use crate::cost::estimate::{bytes_or_one, dims_or_one, elements_or_one};
 use crate::cost::{estimate, linear_macs, DeviceProfile, LinearShapes, Objective, Work};
 
 /// What the chosen graph costs.
@@ -49,7 +51,7 @@ const NODE_TIE_BREAK_BYTES: f64 = 1e-3;
 pub struct NodeCosts {
     ids: Vec<Id>,
     index: HashMap<Id, usize>,
-    /// Per class: (node, cost, error, runtime children (None: needs no runtime children)).
+    /// Per class, every e-node with its cost and error.
     nodes: Vec<Vec<Candidate>>,
 }
 
@@ -63,13 +65,12 @@ struct Candidate {
     folded: bool,
 }
 
-fn static_or_one(facts: &ClassFacts) -> Option<Vec<u64>> {
-    facts.shape.as_ref().map(|s| s.0.iter().map(|d| d.known().unwrap_or(1).max(0) as u64).collect())
+fn dims(facts: &ClassFacts) -> Option<Vec<u64>> {
+    facts.shape.as_ref().map(dims_or_one)
 }
 
 fn bytes(facts: &ClassFacts) -> u64 {
-    let elements: u64 = static_or_one(facts).map_or(0, |dims| dims.iter().product());
-    facts.dtype.and_then(|d| d.byte_size(elements)).unwrap_or(0)
+    bytes_or_one(facts.dtype, facts.shape.as_ref())
 }
 
 impl NodeCosts {
@@ -126,20 +127,20 @@ fn node_cost(egraph: &Graph, class: Id, node: &Onnx, profile: &DeviceProfile, ob
             work.dtype = inputs.first().and_then(|f| f.dtype);
             if matches!(node, Onnx::Op(..)) {
                 work.output_bytes = bytes(facts);
-                work.output_elements = static_or_one(facts).map_or(0, |d| d.iter().product());
+                work.output_elements = elements_or_one(facts.shape.as_ref());
             }
             let (domain, op_type) = split_op(*op);
             if domain.is_empty() {
                 let trans_a = children
                     .iter()
                     .find_map(|&c| super::analysis::attrs_of(egraph, c))
-                    .and_then(|a| a.int("transA"))
+                    .and_then(|a| a.attr_int("transA"))
                     .unwrap_or(0)
                     != 0;
                 let shapes = LinearShapes {
-                    first_input: inputs.first().and_then(|f| static_or_one(f)),
-                    second_input: inputs.get(1).and_then(|f| static_or_one(f)),
-                    output: static_or_one(facts),
+                    first_input: inputs.first().and_then(|f| dims(f)),
+                    second_input: inputs.get(1).and_then(|f| dims(f)),
+                    output: dims(facts),
                     trans_a,
                 };
                 work.macs = linear_macs(op_type, &shapes).unwrap_or(0);

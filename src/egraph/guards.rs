@@ -3,6 +3,7 @@
 //! class first, then the guard's arguments) and answers whether the rewrite is
 //! exact there; a guard that cannot tell says no.
 
+use crate::ir::AttributeList;
 use egg::Id;
 
 use super::analysis::{attrs_of, constant_of, is_absent, Graph};
@@ -82,7 +83,7 @@ fn positive_steps(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
 
 fn identity_permutation(egraph: &Graph, root: Id, args: &[Id]) -> bool {
     let Some(attrs) = attrs_of(egraph, args[0]) else { return false };
-    match attrs.ints("perm") {
+    match attrs.attr_ints("perm") {
         Some(perm) => perm.iter().enumerate().all(|(i, &p)| p == i as i64),
         // No perm reverses the axes: the identity only for rank 0 and 1.
         None => egraph[root].data.shape.as_ref().is_some_and(|s| s.rank() <= 1),
@@ -105,13 +106,13 @@ fn inference_dropout(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
         || constant_of(egraph, args[0]).and_then(tensor::to_i64).is_some_and(|v| v.iter().all(|&t| t == 0));
     let Some(attrs) = attrs_of(egraph, args[1]) else { return false };
     // Before opset 7, Dropout trained unless is_test was set.
-    let legacy_ok = default_opset(egraph) >= 7 || attrs.int("is_test") == Some(1);
+    let legacy_ok = default_opset(egraph) >= 7 || attrs.attr_int("is_test") == Some(1);
     training_off && legacy_ok
 }
 
 fn independent_reshape(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
     let Some(target) = constant_of(egraph, args[0]).and_then(tensor::to_i64) else { return false };
-    let allow_zero = attrs_of(egraph, args[1]).and_then(|a| a.int("allowzero")).unwrap_or(0) != 0;
+    let allow_zero = attrs_of(egraph, args[1]).and_then(|a| a.attr_int("allowzero")).unwrap_or(0) != 0;
     allow_zero || target.iter().all(|&d| d != 0)
 }
 
@@ -124,7 +125,7 @@ fn float_constant(egraph: &Graph, id: Id) -> Option<(DataType, Vec<i64>)> {
 /// BN parameters (scale, bias, mean, var) are float constant vectors of `channels`.
 fn bn_parameters_fit(egraph: &Graph, params: &[Id], bn_attrs: Id, channels: i64) -> bool {
     let Some(attrs) = attrs_of(egraph, bn_attrs) else { return false };
-    let inference = attrs.int("training_mode").unwrap_or(0) == 0 && attrs.int("spatial").unwrap_or(1) == 1;
+    let inference = attrs.attr_int("training_mode").unwrap_or(0) == 0 && attrs.attr_int("spatial").unwrap_or(1) == 1;
     inference && params.iter().all(|&p| float_constant(egraph, p).is_some_and(|(_, dims)| dims == [channels]))
 }
 
@@ -135,17 +136,17 @@ fn batchnorm_fits(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
 
 fn batchnorm_fits_transposed(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
     let Some((_, w)) = float_constant(egraph, args[0]) else { return false };
-    let group = attrs_of(egraph, args[6]).and_then(|a| a.int("group")).unwrap_or(1);
+    let group = attrs_of(egraph, args[6]).and_then(|a| a.attr_int("group")).unwrap_or(1);
     w.len() >= 3 && group >= 1 && w[0] % group == 0 && bn_parameters_fit(egraph, &args[1..5], args[5], w[1] * group)
 }
 
 fn batchnorm_fits_gemm(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
     let Some((_, b)) = float_constant(egraph, args[0]) else { return false };
     let Some(gemm) = attrs_of(egraph, args[7]) else { return false };
-    if b.len() != 2 || gemm.float("beta").unwrap_or(1.0) == 0.0 {
+    if b.len() != 2 || gemm.attr_float("beta").unwrap_or(1.0) == 0.0 {
         return false;
     }
-    let n = if gemm.int("transB").unwrap_or(0) != 0 { b[0] } else { b[1] };
+    let n = if gemm.attr_int("transB").unwrap_or(0) != 0 { b[0] } else { b[1] };
     let c_fits = is_absent(egraph, args[1])
         || float_constant(egraph, args[1])
             .is_some_and(|(_, c)| c.len() <= 2 && c.last().is_none_or(|&d| d == n || d == 1));

@@ -111,11 +111,16 @@ pub struct EngineReport {
     pub timings: Timings,
 }
 
+/// The file a shipped family's rules come from, as errors name it.
+fn family_source(family: &str) -> String {
+    format!("passes/{family}.rules")
+}
+
 /// Every shipped rule, in catalogue order.
 pub fn catalogue() -> Result<Vec<RuleSpec>, RuleError> {
     let mut all = Vec::new();
     for (family, text) in FAMILIES {
-        all.extend(rules::parse(family, &format!("passes/{family}.rules"), text)?);
+        all.extend(rules::parse(family, &family_source(family), text)?);
     }
     Ok(all)
 }
@@ -123,11 +128,14 @@ pub fn catalogue() -> Result<Vec<RuleSpec>, RuleError> {
 /// Optimizes a model whose shapes were inferred; the result is not re-inferred.
 pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport), EgraphError> {
     let log = rules::FiringLog::default();
-    let mut specs: Vec<(RuleSpec, String)> = Vec::new();
-    for (family, text) in FAMILIES.iter().filter(|(f, _)| options.families.iter().any(|w| w == f)) {
-        let source = format!("passes/{family}.rules");
-        specs.extend(rules::parse(family, &source, text)?.into_iter().map(|s| (s, source.clone())));
-    }
+    let mut specs: Vec<(RuleSpec, String)> = catalogue()?
+        .into_iter()
+        .filter(|spec| options.families.contains(&spec.family))
+        .map(|spec| {
+            let source = family_source(&spec.family);
+            (spec, source)
+        })
+        .collect();
     for (source, text) in &options.user_rules {
         specs.extend(rules::parse("user", source, text)?.into_iter().map(|s| (s, source.clone())));
     }

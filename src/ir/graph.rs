@@ -73,30 +73,6 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn attribute(&self, name: &str) -> Option<&AttributeProto> {
-        self.attributes.iter().find(|a| a.name.as_deref() == Some(name))
-    }
-
-    pub fn attr_int(&self, name: &str) -> Option<i64> {
-        self.attribute(name).and_then(|a| a.i)
-    }
-
-    pub fn attr_ints(&self, name: &str) -> Option<&[i64]> {
-        self.attribute(name).map(|a| a.ints.as_slice())
-    }
-
-    pub fn attr_float(&self, name: &str) -> Option<f32> {
-        self.attribute(name).and_then(|a| a.f)
-    }
-
-    pub fn attr_string(&self, name: &str) -> Option<String> {
-        self.attribute(name).and_then(|a| a.s.as_ref()).map(|s| String::from_utf8_lossy(s).into_owned())
-    }
-
-    pub fn attr_tensor(&self, name: &str) -> Option<&TensorProto> {
-        self.attribute(name).and_then(|a| a.t.as_ref())
-    }
-
     /// The value at input position `slot`, if present.
     pub fn input(&self, slot: usize) -> Option<ValueId> {
         self.inputs.get(slot).copied().flatten()
@@ -105,6 +81,47 @@ impl Node {
     /// The value at output position `slot`, if present.
     pub fn output(&self, slot: usize) -> Option<ValueId> {
         self.outputs.get(slot).copied().flatten()
+    }
+}
+
+/// Typed reads of an attribute list by name (a node's, or an e-graph attribute set's).
+pub trait AttributeList {
+    fn attribute_list(&self) -> &[AttributeProto];
+
+    fn attribute(&self, name: &str) -> Option<&AttributeProto> {
+        self.attribute_list().iter().find(|a| a.name.as_deref() == Some(name))
+    }
+
+    fn attr_int(&self, name: &str) -> Option<i64> {
+        self.attribute(name).and_then(|a| a.i)
+    }
+
+    fn attr_ints(&self, name: &str) -> Option<&[i64]> {
+        self.attribute(name).map(|a| a.ints.as_slice())
+    }
+
+    fn attr_float(&self, name: &str) -> Option<f32> {
+        self.attribute(name).and_then(|a| a.f)
+    }
+
+    fn attr_string(&self, name: &str) -> Option<String> {
+        self.attribute(name).and_then(|a| a.s.as_ref()).map(|s| String::from_utf8_lossy(s).into_owned())
+    }
+
+    fn attr_tensor(&self, name: &str) -> Option<&TensorProto> {
+        self.attribute(name).and_then(|a| a.t.as_ref())
+    }
+}
+
+impl AttributeList for [AttributeProto] {
+    fn attribute_list(&self) -> &[AttributeProto] {
+        self
+    }
+}
+
+impl AttributeList for Node {
+    fn attribute_list(&self) -> &[AttributeProto] {
+        &self.attributes
     }
 }
 

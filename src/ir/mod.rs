@@ -13,7 +13,7 @@ pub mod tensor;
 
 pub use dtype::DataType;
 pub use export::export;
-pub use graph::{Edge, Graph, GraphIo, Model, Node, Producer, Value, ValueId, ValueInfoEntry};
+pub use graph::{AttributeList, Edge, Graph, GraphIo, Model, Node, Producer, Value, ValueId, ValueInfoEntry};
 pub use import::import;
 pub use shape::{Dim, Shape};
 

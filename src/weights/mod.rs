@@ -8,7 +8,7 @@
 
 pub mod fold;
 
-use crate::ir::{tensor, DataType};
+use crate::ir::{tensor, AttributeList, DataType};
 use crate::onnx::proto::{AttributeProto, TensorProto};
 
 /// A weight-only computation. Operands are constant tensors (or absent) and
@@ -132,8 +132,9 @@ pub fn evaluate(function: WeightFn, operands: &[Operand]) -> Result<TensorProto,
         _ => Err(fail(format!("operand {i} must be attributes"))),
     };
     let floats = |t: &TensorProto| tensor::to_f64(t).ok_or_else(|| fail("a weight holds no float data".into()));
-    let epsilon =
-        |i: usize| -> Result<f64, WeightError> { Ok(float_attribute(attributes(i)?, "epsilon").unwrap_or(1e-5)) };
+    let epsilon = |i: usize| -> Result<f64, WeightError> {
+        Ok(attributes(i)?.attr_float("epsilon").map(f64::from).unwrap_or(1e-5))
+    };
     // scale/√(var+ε), one factor per channel.
     let bn_factor = |scale: usize, var: usize, eps: usize| -> Result<Vec<f64>, WeightError> {
         let (scale, var, eps) = (floats(required(scale)?)?, floats(required(var)?)?, epsilon(eps)?);
@@ -149,12 +150,12 @@ pub fn evaluate(function: WeightFn, operands: &[Operand]) -> Result<TensorProto,
         }
         WeightFn::BnWeightTransposed => {
             let w = required(0)?;
-            let group = int_attribute(attributes(4)?, "group").unwrap_or(1).max(1) as usize;
+            let group = attributes(4)?.attr_int("group").unwrap_or(1).max(1) as usize;
             scale_axis(w, 1, &bn_factor(1, 2, 3)?, group).map_err(fail)
         }
         WeightFn::BnGemmB => {
             let b = required(0)?;
-            let axis = if int_attribute(attributes(4)?, "transB").unwrap_or(0) != 0 { 0 } else { 1 };
+            let axis = if attributes(4)?.attr_int("transB").unwrap_or(0) != 0 { 0 } else { 1 };
             scale_axis(b, axis, &bn_factor(1, 2, 3)?, 1).map_err(fail)
         }
         WeightFn::BnBias => {
@@ -174,7 +175,7 @@ pub fn evaluate(function: WeightFn, operands: &[Operand]) -> Result<TensorProto,
         WeightFn::BnGemmC => {
             let factor = bn_factor(1, 4, 5)?;
             let (shift, mean) = (floats(required(2)?)?, floats(required(3)?)?);
-            let beta = float_attribute(attributes(6)?, "beta").unwrap_or(1.0);
+            let beta = attributes(6)?.attr_float("beta").map(f64::from).unwrap_or(1.0);
             if beta == 0.0 {
                 return Err(fail("Gemm's beta is 0".into()));
             }
@@ -276,14 +277,6 @@ pub fn from_f64(dtype: DataType, dims: &[i64], values: &[f64]) -> Result<TensorP
         other => return Err(format!("cannot store a folded weight as {other}")),
     };
     Ok(tensor::from_raw("", dtype, dims, raw))
-}
-
-fn float_attribute(attributes: &[AttributeProto], name: &str) -> Option<f64> {
-    attributes.iter().find(|a| a.name.as_deref() == Some(name)).and_then(|a| a.f).map(f64::from)
-}
-
-fn int_attribute(attributes: &[AttributeProto], name: &str) -> Option<i64> {
-    attributes.iter().find(|a| a.name.as_deref() == Some(name)).and_then(|a| a.i)
 }
 
 #[cfg(test)]

@@ -114,3 +114,18 @@ pub fn pare(args: &[&str]) -> Output {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Golden models tract 0.23 cannot run (see src/eval/golden_tests.rs).
+pub const TRACT_CANNOT_RUN: &[&str] = &[
+    "legacy_attrs_op9",
+    "local_function_op17",
+    "control_flow_op13",
+    "sparse_initializer_op13",
+    "com_microsoft_op17",
+    "qdq_matmul_op21",
+];
+
+/// A golden model's folder name (`resnet_block_op13`), from its model path.
+pub fn golden_name(path: &Path) -> String {
+    path.parent().unwrap().strip_prefix(repo().join("golden")).unwrap().display().to_string()
+}

@@ -2,6 +2,7 @@
 //! attributes, opset and the dtype, shape and partial value of each input;
 //! [`OutputFacts`] is what the rule found out about one output.
 
+use crate::ir::AttributeList;
 use std::borrow::Cow;
 
 use petgraph::stable_graph::NodeIndex;

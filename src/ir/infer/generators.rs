@@ -8,6 +8,7 @@ use super::partial::{Element, PartialTensor};
 use crate::ir::dtype::DataType;
 use crate::ir::shape::{Dim, Shape};
 use crate::ir::tensor;
+use crate::ir::AttributeList;
 
 /// Constant: `value`, `sparse_value`, `value_float(s)`, `value_int(s)`, `value_string(s)`.
 pub(super) fn constant(view: &NodeView) -> Vec<OutputFacts> {
