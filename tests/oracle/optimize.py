@@ -35,6 +35,60 @@ MODELS = ["resnet50", "densenet121", "inception_v2", "shufflenet", "squeezenet",
           "ppocr_det", "ppocr_rec", "ppocr_cls"]
 
 
+TOOLS = ("original", "pare", "onnxsim", "onnxoptimizer")
+
+
+class VariantError(Exception):
+    """pare could not optimize a model (its exit status and message)."""
+
+
+class Variants:
+    """One model and its optimized forms: `paths[tool]` for every tool in TOOLS, the loaded
+    original / onnxsim / onnxoptimizer models, and the fixed input shapes used."""
+
+    def __init__(self, paths, original, simplified, optimized, fixed):
+        self.paths, self.original, self.simplified, self.optimized, self.fixed = (
+            paths, original, simplified, optimized, fixed)
+
+
+def make_variants(pare, models, entry, work):
+    """Optimize one manifest entry with pare (default passes), onnxsim (fixed input shapes)
+    and onnxoptimizer (default passes), writing the results into `work`."""
+    import onnxoptimizer
+    import onnxsim
+
+    name = entry["name"]
+    source = models / entry["path"]
+    shapes = entry["input_shape_arg"]
+    shapes = shapes if isinstance(shapes, list) else [shapes]
+    shape_args = [a for s in shapes for a in ("--input-shape", s)]
+    ours = work / f"{name}.pare.onnx"
+    run = subprocess.run([pare, "optimize", str(source), "-o", str(ours), "--samples", "1", *shape_args],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        raise VariantError(f"pare optimize exited {run.returncode}: {run.stderr.strip()}")
+    original = onnx.load(str(source))
+    fixed = {s.split("=")[0]: [int(d) for d in s.split("=")[1].split(",")] for s in shapes}
+    simplified, _ = onnxsim.simplify(original, overwrite_input_shapes=fixed)
+    sim_path = work / f"{name}.onnxsim.onnx"
+    onnx.save(simplified, str(sim_path))
+    optimized = onnxoptimizer.optimize(original)
+    opt_path = work / f"{name}.onnxoptimizer.onnx"
+    onnx.save(optimized, str(opt_path))
+    paths = dict(zip(TOOLS, (source, ours, sim_path, opt_path)))
+    return Variants(paths, original, simplified, optimized, fixed)
+
+
+def seeded_feed(path, fixed):
+    """One standard-normal input per graph input (seed 0); symbolic dims not in `fixed` are 1."""
+    rng = np.random.default_rng(0)
+    feed = {}
+    for value in session(path, ort.GraphOptimizationLevel.ORT_DISABLE_ALL).get_inputs():
+        dims = fixed.get(value.name) or [d if isinstance(d, int) else 1 for d in value.shape]
+        feed[value.name] = rng.standard_normal(dims).astype(np.float32)
+    return feed
+
+
 def session(path, level):
     options = ort.SessionOptions()
     options.graph_optimization_level = level
@@ -77,8 +131,6 @@ def main():
     parser.add_argument("--json", help="write the measurements here")
     parser.add_argument("--only", nargs="*", default=MODELS, help="a subset of the models")
     args = parser.parse_args()
-    import onnxoptimizer
-    import onnxsim
 
     manifest = json.loads((Path(args.models) / "manifest.json").read_text())
     by_name = {m["name"]: m for m in manifest["models"]}
@@ -89,24 +141,13 @@ def main():
         if entry is None:
             failures.append(f"{name}: not in the fetched models")
             continue
-        source = Path(args.models) / entry["path"]
-        shapes = entry["input_shape_arg"]
-        shapes = shapes if isinstance(shapes, list) else [shapes]
-        shape_args = [a for s in shapes for a in ("--input-shape", s)]
-        ours = work / f"{name}.pare.onnx"
-        run = subprocess.run([args.pare, "optimize", str(source), "-o", str(ours), "--samples", "1", *shape_args],
-                             capture_output=True, text=True)
-        if run.returncode != 0:
-            failures.append(f"{name}: pare optimize exited {run.returncode}: {run.stderr.strip()}")
+        try:
+            made = make_variants(args.pare, Path(args.models), entry, work)
+        except VariantError as error:
+            failures.append(f"{name}: {error}")
             continue
-        original = onnx.load(str(source))
-        fixed = {s.split("=")[0]: [int(d) for d in s.split("=")[1].split(",")] for s in shapes}
-        simplified, ok = onnxsim.simplify(original, overwrite_input_shapes=fixed)
-        sim_path = work / f"{name}.onnxsim.onnx"
-        onnx.save(simplified, str(sim_path))
-        optimized = onnxoptimizer.optimize(original)
-        opt_path = work / f"{name}.onnxoptimizer.onnx"
-        onnx.save(optimized, str(opt_path))
+        source, ours, sim_path, opt_path = (made.paths[k] for k in TOOLS)
+        original, simplified, optimized = made.original, made.simplified, made.optimized
         pare_model = onnx.load(str(ours))
         try:
             onnx.checker.check_model(original, full_check=True)
@@ -118,11 +159,7 @@ def main():
         except Exception as error:
             failures.append(f"{name}: pare's output fails onnx.checker: {error}")
 
-        rng = np.random.default_rng(0)
-        feed = {}
-        for value in session(source, ort.GraphOptimizationLevel.ORT_DISABLE_ALL).get_inputs():
-            dims = fixed.get(value.name) or [d if isinstance(d, int) else 1 for d in value.shape]
-            feed[value.name] = rng.standard_normal(dims).astype(np.float32)
+        feed = seeded_feed(source, made.fixed)
         deviation = {}
         for label, level in [("none", ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
                              ("all", ort.GraphOptimizationLevel.ORT_ENABLE_ALL)]:
@@ -140,8 +177,7 @@ def main():
                   "onnxsim": op_counts(simplified), "onnxoptimizer": op_counts(optimized)}
         nodes = {k: sum(v.values()) for k, v in counts.items()}
         removed = {k: dict(sorted((counts["original"] - v).items())) for k, v in counts.items() if k != "original"}
-        times = {k: latency(p, feed, args.repeats) for k, p in
-                 [("original", source), ("pare", ours), ("onnxsim", sim_path), ("onnxoptimizer", opt_path)]}
+        times = {k: latency(made.paths[k], feed, args.repeats) for k in TOOLS}
         for tool in ("onnxsim", "onnxoptimizer"):
             if nodes["pare"] > nodes[tool]:
                 failures.append(f"{name}: pare leaves {nodes['pare']} nodes, {tool} {nodes[tool]}")
