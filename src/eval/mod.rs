@@ -13,10 +13,13 @@
 //! - [`Evaluator::run_stream`] runs many samples one at a time and hands each
 //!   sample's outputs to a sink before the next one runs, so memory holds one
 //!   sample's activations at most.
+//! - [`calibrate`] turns captured activations of calibration samples into
+//!   quantization ranges (minmax, percentile, entropy) in one pass.
 //! - [`Tensor`] keeps each value's element type and converts from and to
 //!   ONNX `TensorProto`; [`read_npy`] and [`read_test_data_set`] read input
 //!   and golden files.
 
+pub mod calibrate;
 mod evaluator;
 mod files;
 mod npy;

@@ -7,6 +7,7 @@
 //! Arithmetic runs in f64 and the result is stored in the operand's float type.
 
 pub mod fold;
+pub mod quantize;
 
 use crate::ir::{tensor, AttributeList, DataType};
 use crate::onnx::proto::{AttributeProto, TensorProto};

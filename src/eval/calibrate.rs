@@ -1,0 +1,272 @@
+//! Calibration statistics: the range each captured activation is quantized
+//! to, from one pass of the evaluator over calibration samples.
+//!
+//! Every value keeps its exact min and max and a signed histogram whose range
+//! doubles when a sample exceeds it (bins merge in pairs, so no count is ever
+//! re-guessed), so one pass serves all methods:
+//! - `minmax`: the observed min and max;
+//! - `percentile(p)`: the (100 − p)% and p% quantiles;
+//! - `entropy`: the clipping threshold T on |x| whose 128-level quantization
+//!   loses the least information (KL divergence between the clipped histogram
+//!   and its quantized form), applied as [−T, T] ∩ [min, max].
+//!
+//! Every range includes 0, so zero is exactly representable (ONNX's
+//! asymmetric quantization needs that for padding and ReLU).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{EvalError, Evaluator, NamedTensor};
+
+/// How a value's range is chosen from its statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub enum RangeMethod {
+    MinMax,
+    /// Keep this percentage of values inside the range (e.g. 99.99).
+    Percentile(f64),
+    Entropy,
+}
+
+/// The range an activation is quantized to.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ActivationRange {
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Bins of the signed histogram (a multiple of 4, so halving stays aligned).
+const BINS: usize = 2048;
+/// Levels of |x| the entropy method quantizes to (int8's magnitude).
+const ENTROPY_LEVELS: usize = 128;
+
+/// Statistics of one value over all samples seen.
+#[derive(Clone, Debug)]
+pub struct ValueStatistics {
+    min: f64,
+    max: f64,
+    /// The histogram covers [−limit, limit] in BINS equal bins.
+    limit: f64,
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Default for ValueStatistics {
+    fn default() -> ValueStatistics {
+        ValueStatistics { min: f64::INFINITY, max: f64::NEG_INFINITY, limit: 0.0, counts: vec![0; BINS], total: 0 }
+    }
+}
+
+impl ValueStatistics {
+    /// Adds the finite values of one sample (non-finite ones are skipped).
+    pub fn add(&mut self, values: impl IntoIterator<Item = f64> + Clone) {
+        let peak = values.clone().into_iter().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs()));
+        if self.limit == 0.0 {
+            self.limit = if peak > 0.0 { peak } else { f64::MIN_POSITIVE };
+        }
+        while peak > self.limit {
+            self.double_limit();
+        }
+        let width = 2.0 * self.limit / BINS as f64;
+        for value in values.into_iter().filter(|v| v.is_finite()) {
+            self.min = self.min.min(value);
+            self.max = self.max.max(value);
+            let bin = ((value + self.limit) / width).floor().clamp(0.0, (BINS - 1) as f64) as usize;
+            self.counts[bin] += 1;
+            self.total += 1;
+        }
+    }
+
+    /// Doubles the covered range: old bins i, i+1 of the middle half land in
+    /// new bin BINS/4 + i/2.
+    fn double_limit(&mut self) {
+        let mut merged = vec![0; BINS];
+        for (i, &count) in self.counts.iter().enumerate() {
+            merged[BINS / 4 + i / 2] += count;
+        }
+        self.counts = merged;
+        self.limit *= 2.0;
+    }
+
+    /// The range by `method`; `None` when no finite value was seen.
+    pub fn range(&self, method: RangeMethod) -> Option<ActivationRange> {
+        if self.total == 0 {
+            return None;
+        }
+        let (low, high) = match method {
+            RangeMethod::MinMax => (self.min, self.max),
+            RangeMethod::Percentile(p) => {
+                let keep = (p / 100.0).clamp(0.0, 1.0);
+                let low = self.quantile(1.0 - keep).max(self.min);
+                let high = self.quantile(keep).min(self.max);
+                (low, high)
+            }
+            RangeMethod::Entropy => {
+                let threshold = self.entropy_threshold();
+                (self.min.max(-threshold), self.max.min(threshold))
+            }
+        };
+        Some(ActivationRange { min: low.min(0.0), max: high.max(0.0) })
+    }
+
+    /// The value below which a fraction `q` of the samples lie (bin edges).
+    fn quantile(&self, q: f64) -> f64 {
+        let width = 2.0 * self.limit / BINS as f64;
+        let target = q * self.total as f64;
+        let mut seen = 0.0;
+        for (bin, &count) in self.counts.iter().enumerate() {
+            seen += count as f64;
+            if seen >= target && count > 0 {
+                // The upper edge for the high side, the lower edge for the low side.
+                let edge = if q >= 0.5 { bin + 1 } else { bin };
+                return -self.limit + edge as f64 * width;
+            }
+        }
+        self.limit
+    }
+
+    /// The |x| threshold with the least KL divergence after quantization.
+    fn entropy_threshold(&self) -> f64 {
+        let half = BINS / 2;
+        // Magnitude histogram: bin k covers |x| in [k·w, (k+1)·w).
+        let magnitude: Vec<f64> =
+            (0..half).map(|k| (self.counts[half + k] + self.counts[half - 1 - k]) as f64).collect();
+        let width = self.limit / half as f64;
+        let used = magnitude.iter().rposition(|&c| c > 0.0).map_or(0, |k| k + 1);
+        if used <= ENTROPY_LEVELS {
+            return used as f64 * width;
+        }
+        let mut best = (f64::INFINITY, used);
+        for edge in ENTROPY_LEVELS..=used {
+            let divergence = clipped_divergence(&magnitude[..used], edge);
+            if divergence < best.0 {
+                best = (divergence, edge);
+            }
+        }
+        best.1 as f64 * width
+    }
+}
+
+/// KL(P‖Q) where P is the histogram clipped at `edge` (outliers added to its
+/// last bin) and Q is P quantized to ENTROPY_LEVELS levels, each level's mass
+/// spread evenly over its nonzero bins.
+fn clipped_divergence(histogram: &[f64], edge: usize) -> f64 {
+    let mut reference = histogram[..edge].to_vec();
+    reference[edge - 1] += histogram[edge..].iter().sum::<f64>();
+    let mut quantized = vec![0.0; edge];
+    for level in 0..ENTROPY_LEVELS {
+        let start = level * edge / ENTROPY_LEVELS;
+        let end = ((level + 1) * edge / ENTROPY_LEVELS).max(start + 1).min(edge);
+        // Q is built from the unclipped bins, so clipping's loss shows.
+        let mass: f64 = histogram[start..end].iter().sum();
+        let nonzero = histogram[start..end].iter().filter(|&&c| c > 0.0).count();
+        for bin in start..end {
+            if histogram[bin] > 0.0 {
+                quantized[bin] = mass / nonzero as f64;
+            }
+        }
+    }
+    let (p_total, q_total): (f64, f64) = (reference.iter().sum(), quantized.iter().sum());
+    reference
+        .iter()
+        .zip(&quantized)
+        .filter(|(&p, _)| p > 0.0)
+        .map(|(&p, &q)| {
+            let (p, q) = (p / p_total, q.max(1e-12) / q_total);
+            p * (p / q).ln()
+        })
+        .sum()
+}
+
+/// Ranges of every captured value (the evaluator's captures), over `samples`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Calibration {
+    pub method: RangeMethod,
+    pub samples: usize,
+    pub ranges: BTreeMap<String, ActivationRange>,
+}
+
+/// Runs the samples through `evaluator` once and collects the statistics of
+/// every result (graph outputs and captures) of a float type.
+pub fn calibrate(
+    evaluator: &Evaluator,
+    samples: impl IntoIterator<Item = Vec<NamedTensor>>,
+    method: RangeMethod,
+) -> Result<Calibration, EvalError> {
+    let mut statistics: BTreeMap<String, ValueStatistics> = BTreeMap::new();
+    let count = evaluator.run_stream(samples, |_, results| {
+        for result in results {
+            if let Some(values) = result.tensor.as_f32() {
+                statistics.entry(result.name).or_default().add(values.iter().map(|&v| v as f64));
+            }
+        }
+        Ok(())
+    })?;
+    let ranges = statistics.into_iter().filter_map(|(name, s)| Some((name, s.range(method)?))).collect();
+    Ok(Calibration { method, samples: count, ranges })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statistics(batches: &[&[f64]]) -> ValueStatistics {
+        let mut s = ValueStatistics::default();
+        for batch in batches {
+            s.add(batch.iter().copied());
+        }
+        s
+    }
+
+    /// Seeded standard-normal values (Box–Muller over a small LCG).
+    fn normal(count: usize) -> Vec<f64> {
+        let mut state = 12345u64;
+        let mut uniform = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        (0..count).map(|_| (-2.0 * uniform().ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos()).collect()
+    }
+
+    #[test]
+    fn minmax_is_exact_and_includes_zero() {
+        let s = statistics(&[&[0.5, 2.0], &[1.0, 7.5]]);
+        assert_eq!(s.range(RangeMethod::MinMax), Some(ActivationRange { min: 0.0, max: 7.5 }));
+        let s = statistics(&[&[-3.0, -1.0]]);
+        assert_eq!(s.range(RangeMethod::MinMax), Some(ActivationRange { min: -3.0, max: 0.0 }));
+        assert_eq!(ValueStatistics::default().range(RangeMethod::MinMax), None);
+    }
+
+    #[test]
+    fn growing_range_keeps_every_count() {
+        // The second batch is 100x wider: the histogram doubles 7 times.
+        let s = statistics(&[&[1.0, -1.0, 0.25], &[100.0, -50.0]]);
+        assert_eq!(s.total, 5);
+        assert_eq!(s.counts.iter().sum::<u64>(), 5);
+        assert!(s.limit >= 100.0 && s.limit < 200.0);
+    }
+
+    #[test]
+    fn percentile_drops_the_outliers_and_100_keeps_all() {
+        let mut values = normal(100_000);
+        values.push(1000.0);
+        let s = statistics(&[&values]);
+        let all = s.range(RangeMethod::Percentile(100.0)).unwrap();
+        assert_eq!(all.max, 1000.0);
+        let kept = s.range(RangeMethod::Percentile(99.9)).unwrap();
+        // The 99.9% quantile of N(0,1) is 3.09; bins here are 1 wide (limit 1024).
+        assert!(kept.max > 2.0 && kept.max < 5.0, "{kept:?}");
+        assert!(kept.min < -2.0 && kept.min > -5.0, "{kept:?}");
+    }
+
+    #[test]
+    fn entropy_clips_a_long_tail_but_not_a_uniform_spread() {
+        let mut values = normal(200_000);
+        values.extend([40.0, -40.0]);
+        let tail = statistics(&[&values]).range(RangeMethod::Entropy).unwrap();
+        assert!(tail.max < 20.0 && tail.max > 2.0, "{tail:?}");
+        let uniform: Vec<f64> = (0..10_000).map(|i| i as f64 / 10_000.0).collect();
+        let flat = statistics(&[&uniform]).range(RangeMethod::Entropy).unwrap();
+        assert!(flat.max > 0.95, "{flat:?}");
+    }
+}
