@@ -14,7 +14,8 @@ one thread, median of repeated runs, all variants timed side by side).
 Exit status 1 when a check fails: pare's output invalid or off tolerance, or
 pare's node count above either tool's. Latency is reported, not asserted:
 on a shared 2-core VM run-to-run noise reaches 10%, more than the exact
-passes change (benches measure it with more repeats).
+passes change. benches/ort_latency.py compares latency properly: interleaved
+rounds, paired ratios with confidence intervals and an A/A control.
 """
 
 import argparse
