@@ -204,7 +204,7 @@ fn subgraph_free_names(attributes: &[AttributeProto]) -> Vec<String> {
     free
 }
 
-fn collect_free_names(graph: &GraphProto, outer_defined: &HashSet<String>, free: &mut Vec<String>) {
+pub(super) fn collect_free_names(graph: &GraphProto, outer_defined: &HashSet<String>, free: &mut Vec<String>) {
     let mut defined = outer_defined.clone();
     defined.extend(graph.input.iter().filter_map(|v| v.name.clone()));
     defined.extend(graph.initializer.iter().filter_map(|t| t.name.clone()));

@@ -8,6 +8,7 @@ pub mod export;
 pub mod graph;
 pub mod import;
 pub mod infer;
+pub mod opset;
 pub mod shape;
 pub mod tensor;
 
@@ -15,6 +16,7 @@ pub use dtype::DataType;
 pub use export::export;
 pub use graph::{AttributeList, Edge, Graph, GraphIo, Model, Node, Producer, Value, ValueId, ValueInfoEntry};
 pub use import::import;
+pub use opset::{upgrade as upgrade_opset, OpsetError, Upgrade};
 pub use shape::{Dim, Shape};
 
 /// Why a model cannot be turned into (or out of) the IR.
