@@ -13,9 +13,9 @@ use std::path::Path;
 use std::process::Command;
 
 use pare::eval::{read_test_data_set, NamedTensor};
+use pare::ir::attribute::{float, floats, int, ints, string};
 use pare::ir::opset::{upgrade, OpsetError};
 use pare::ir::{export, import, infer, DataType};
-use pare::onnx::proto::attribute_proto::AttributeType;
 use pare::onnx::proto::{
     type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
     ValueInfoProto,
@@ -206,30 +206,6 @@ fn every_fetched_model_upgrades_to_13_and_21_and_computes_the_same() {
 
 // ---------------------------------------------------------------------------
 // One small model per rewrite, at the opset before the change
-
-fn attribute(name: &str, kind: AttributeType) -> AttributeProto {
-    AttributeProto { name: Some(name.to_string()), r#type: Some(kind as i32), ..Default::default() }
-}
-
-fn int(name: &str, value: i64) -> AttributeProto {
-    AttributeProto { i: Some(value), ..attribute(name, AttributeType::Int) }
-}
-
-fn ints(name: &str, values: &[i64]) -> AttributeProto {
-    AttributeProto { ints: values.to_vec(), ..attribute(name, AttributeType::Ints) }
-}
-
-fn float(name: &str, value: f32) -> AttributeProto {
-    AttributeProto { f: Some(value), ..attribute(name, AttributeType::Float) }
-}
-
-fn floats(name: &str, values: &[f32]) -> AttributeProto {
-    AttributeProto { floats: values.to_vec(), ..attribute(name, AttributeType::Floats) }
-}
-
-fn string(name: &str, value: &str) -> AttributeProto {
-    AttributeProto { s: Some(value.as_bytes().to_vec().into()), ..attribute(name, AttributeType::String) }
-}
 
 fn node(op: &str, inputs: &[&str], outputs: &[&str], attributes: Vec<AttributeProto>) -> NodeProto {
     NodeProto {

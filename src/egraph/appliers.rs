@@ -8,8 +8,8 @@ use egg::{Id, Subst, Symbol, Var};
 
 use super::analysis::{attrs_of, constant_of, is_absent, Graph, OpAttrs};
 use super::language::{split_op, Onnx};
-use crate::ir::tensor;
-use crate::onnx::proto::{attribute_proto::AttributeType, AttributeProto, TensorProto};
+use crate::ir::{attribute, tensor};
+use crate::onnx::proto::TensorProto;
 use crate::weights::fold;
 
 /// Outputs larger than this many elements are not folded (they would bloat the file).
@@ -142,24 +142,6 @@ fn fold_shape(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) 
     Some(add_constant(egraph, result))
 }
 
-fn ints_attribute(name: &str, values: Vec<i64>) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        ints: values,
-        r#type: Some(AttributeType::Ints as i32),
-        ..Default::default()
-    }
-}
-
-fn int_attribute(name: &str, value: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        i: Some(value),
-        r#type: Some(AttributeType::Int as i32),
-        ..Default::default()
-    }
-}
-
 /// Adds an operator node with the given inputs and attributes.
 fn add_op(egraph: &mut Graph, op: &str, mut inputs: Vec<Id>, attrs: OpAttrs) -> Id {
     let attrs = egraph.analysis.intern_attrs(attrs);
@@ -185,7 +167,7 @@ fn compose_transposes(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<
     if composed.iter().enumerate().all(|(i, &p)| p == i as i64) {
         return Some(x);
     }
-    Some(add_op(egraph, "Transpose", vec![x], second_attrs.with(ints_attribute("perm", composed))))
+    Some(add_op(egraph, "Transpose", vec![x], second_attrs.with(attribute::ints("perm", &composed))))
 }
 
 /// The spatial padding a Pad adds ([begin..., end...] over the spatial axes),
@@ -256,7 +238,7 @@ fn fuse_pad_conv(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<Symbo
     let attrs = attrs_of(egraph, var(subst, "?ca")?)?.clone();
     let pads = merged_pads(&attrs, &extra)?;
     let inputs = vec![var(subst, "?x")?, var(subst, "?w")?, var(subst, "?b")?];
-    Some(add_op(egraph, "Conv", inputs, attrs.with(ints_attribute("pads", pads))))
+    Some(add_op(egraph, "Conv", inputs, attrs.with(attribute::ints("pads", &pads))))
 }
 
 fn fuse_pad_average_pool(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
@@ -268,7 +250,7 @@ fn fuse_pad_average_pool(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Opti
         return None;
     }
     let pads = merged_pads(&attrs, &extra)?;
-    let attrs = attrs.with(ints_attribute("pads", pads)).with(int_attribute("count_include_pad", 1));
+    let attrs = attrs.with(attribute::ints("pads", &pads)).with(attribute::int("count_include_pad", 1));
     Some(add_op(egraph, "AveragePool", vec![var(subst, "?x")?], attrs))
 }
 
@@ -276,5 +258,5 @@ fn fuse_pad_max_pool(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<S
     let extra = spatial_padding(egraph, subst, |v| v == f64::NEG_INFINITY)?;
     let attrs = attrs_of(egraph, var(subst, "?ca")?)?.clone();
     let pads = merged_pads(&attrs, &extra)?;
-    Some(add_op(egraph, "MaxPool", vec![var(subst, "?x")?], attrs.with(ints_attribute("pads", pads))))
+    Some(add_op(egraph, "MaxPool", vec![var(subst, "?x")?], attrs.with(attribute::ints("pads", &pads))))
 }

@@ -3,6 +3,7 @@
 //! from / export to ONNX. Shape and dtype inference fills in what the model
 //! did not declare.
 
+pub mod attribute;
 pub mod dtype;
 pub mod export;
 pub mod graph;

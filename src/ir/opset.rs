@@ -81,8 +81,7 @@ use serde::Serialize;
 use super::dtype::DataType;
 use super::graph::{AttributeList, Graph, Model, Node, Producer, Value, ValueId, ValueInfoEntry};
 use super::shape::Shape;
-use super::{tensor, IrError};
-use crate::onnx::proto::attribute_proto::AttributeType;
+use super::{attribute, tensor, IrError};
 use crate::onnx::proto::{
     AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto,
 };
@@ -296,10 +295,10 @@ fn single_axis(rw: &mut Rewrite, n: NodeIndex) -> Result<bool, OpsetError> {
         }
     }
     // Coerce explicitly: Flatten(x, axis) → op(axis=-1) → Reshape(·, Shape(x)).
-    let flat = rw.add_node(n, "Flatten", vec![Some(x)], vec![int_attribute("axis", axis)], None);
+    let flat = rw.add_node(n, "Flatten", vec![Some(x)], vec![attribute::int("axis", axis)], None);
     let (inner, output) = rw.detach_output(n, 0, "2d")?;
     rw.set_input(n, 0, Some(flat));
-    rw.set_attribute(n, int_attribute("axis", -1));
+    rw.set_attribute(n, attribute::int("axis", -1));
     let shape = rw.add_node(n, "Shape", vec![Some(x)], vec![], None);
     rw.add_node(n, "Reshape", vec![Some(inner), Some(shape)], vec![], Some(output));
     Ok(true)
@@ -379,7 +378,7 @@ fn split_inputs(rw: &mut Rewrite, n: NodeIndex) -> Result<bool, OpsetError> {
     }
     if rw.step().crosses(18) && rw.node(n).input(1).is_none() && rw.node(n).attribute("num_outputs").is_none() {
         let count = i64::try_from(rw.node(n).outputs.len()).unwrap_or(i64::MAX);
-        rw.set_attribute(n, int_attribute("num_outputs", count));
+        rw.set_attribute(n, attribute::int("num_outputs", count));
         changed = true;
     }
     Ok(changed)
@@ -431,7 +430,7 @@ fn upsample_to_resize(rw: &mut Rewrite, n: NodeIndex) -> Result<bool, OpsetError
     }
     rw.required_input(n, 1)?;
     if rw.string_attribute(n, "mode")?.as_deref() == Some("bilinear") {
-        rw.set_attribute(n, string_attribute("mode", "linear"));
+        rw.set_attribute(n, attribute::string("mode", "linear"));
     }
     rw.graph.nodes[n].op_type = "Resize".into();
     resize_inputs(rw, n)?;
@@ -447,10 +446,10 @@ fn resize_inputs(rw: &mut Rewrite, n: NodeIndex) -> Result<bool, OpsetError> {
     let scales = rw.required_input(n, 1)?;
     let roi = (rw.step().to < 13).then(|| rw.constant(n, "roi", tensor::from_f32("", &[0], &[])));
     rw.graph.nodes[n].inputs = vec![Some(x), roi, Some(scales)];
-    rw.set_attribute(n, string_attribute("coordinate_transformation_mode", "asymmetric"));
+    rw.set_attribute(n, attribute::string("coordinate_transformation_mode", "asymmetric"));
     if rw.string_attribute(n, "mode")?.is_none_or(|mode| mode == "nearest") {
         let rounding = nearest_rounding(rw, n, scales)?;
-        rw.set_attribute(n, string_attribute("nearest_mode", rounding));
+        rw.set_attribute(n, attribute::string("nearest_mode", rounding));
     }
     Ok(true)
 }
@@ -486,7 +485,7 @@ fn roi_align(rw: &mut Rewrite, n: NodeIndex) -> Result<bool, OpsetError> {
     if !rw.step().crosses(16) || rw.node(n).attribute("coordinate_transformation_mode").is_some() {
         return Ok(false);
     }
-    rw.set_attribute(n, string_attribute("coordinate_transformation_mode", "output_half_pixel"));
+    rw.set_attribute(n, attribute::string("coordinate_transformation_mode", "output_half_pixel"));
     Ok(true)
 }
 
@@ -500,7 +499,7 @@ fn grid_sample(rw: &mut Rewrite, n: NodeIndex) -> Result<bool, OpsetError> {
         Some("bicubic") => "cubic",
         _ => return Ok(false),
     };
-    rw.set_attribute(n, string_attribute("mode", renamed));
+    rw.set_attribute(n, attribute::string("mode", renamed));
     Ok(true)
 }
 
@@ -590,12 +589,12 @@ fn replace_with_stages(rw: &mut Rewrite, n: NodeIndex, stages: &[Stage]) -> Resu
     let steps: Vec<(&str, Option<TensorProto>)> = stages
         .iter()
         .map(|stage| match stage {
-            Stage::Scale(factor) => Ok(("Mul", Some(float_tensor(dtype, &[], &[*factor]).ok_or(dtype)?))),
+            Stage::Scale(factor) => Ok(("Mul", Some(tensor::from_f64(dtype, &[], &[*factor]).ok_or(dtype)?))),
             Stage::Shift(values) if values.len() > 1 => {
-                Ok(("Add", Some(float_tensor(dtype, &[1, len_i64(values.len()), 1, 1], values).ok_or(dtype)?)))
+                Ok(("Add", Some(tensor::from_f64(dtype, &[1, len_i64(values.len()), 1, 1], values).ok_or(dtype)?)))
             }
             Stage::Shift(values) => {
-                Ok(("Add", Some(float_tensor(dtype, &[], &[values.first().copied().unwrap_or(0.0)]).ok_or(dtype)?)))
+                Ok(("Add", Some(tensor::from_f64(dtype, &[], &[values.first().copied().unwrap_or(0.0)]).ok_or(dtype)?)))
             }
             Stage::Apply(op) => Ok((*op, None)),
         })
@@ -633,7 +632,7 @@ fn mean_variance_axes(rw: &mut Rewrite, n: NodeIndex) -> Result<bool, OpsetError
         return Err(rw.fail(n, "the experimental form normalizes an NCHW input, and this input's rank is not 4"));
     }
     let axes: &[i64] = if across_channels != 0 { &[1, 2, 3] } else { &[2, 3] };
-    rw.set_attribute(n, ints_attribute("axes", axes));
+    rw.set_attribute(n, attribute::ints("axes", axes));
     Ok(true)
 }
 
@@ -933,7 +932,7 @@ impl Rewrite<'_> {
     /// The float element type of input 0, if known (None for unknown or non-float).
     fn float_type_of_input(&self, n: NodeIndex) -> Option<DataType> {
         let dtype = self.graph.value(self.node(n).input(0)?).dtype?;
-        float_tensor(dtype, &[], &[0.0]).map(|_| dtype)
+        tensor::from_f64(dtype, &[], &[0.0]).map(|_| dtype)
     }
 
     /// The attribute, refusing a reference to a function attribute (its value
@@ -999,7 +998,7 @@ impl Rewrite<'_> {
     fn constant(&mut self, n: NodeIndex, hint: &str, mut tensor: TensorProto) -> ValueId {
         if self.style == ConstantStyle::ConstantNode {
             tensor.name = None;
-            return self.add_node(n, "Constant", vec![], vec![tensor_attribute("value", tensor)], None);
+            return self.add_node(n, "Constant", vec![], vec![attribute::tensor("value", tensor)], None);
         }
         let name = self.up.names.value(&format!("{}_{hint}", self.base(n)));
         tensor.name = Some(name.clone());
@@ -1020,7 +1019,7 @@ impl Rewrite<'_> {
     }
 
     fn float_constant(&mut self, n: NodeIndex, hint: &str, dtype: DataType, value: f64) -> Result<ValueId, OpsetError> {
-        let tensor = float_tensor(dtype, &[], &[value])
+        let tensor = tensor::from_f64(dtype, &[], &[value])
             .ok_or_else(|| self.fail(n, format!("'{hint}' cannot be a constant of type {dtype}")))?;
         Ok(self.constant(n, hint, tensor))
     }
@@ -1105,38 +1104,6 @@ impl Rewrite<'_> {
 
 fn len_i64(len: usize) -> i64 {
     i64::try_from(len).unwrap_or(i64::MAX)
-}
-
-fn attribute(name: &str, kind: AttributeType) -> AttributeProto {
-    AttributeProto { name: Some(name.to_string()), r#type: Some(kind as i32), ..Default::default() }
-}
-
-fn int_attribute(name: &str, value: i64) -> AttributeProto {
-    AttributeProto { i: Some(value), ..attribute(name, AttributeType::Int) }
-}
-
-fn ints_attribute(name: &str, values: &[i64]) -> AttributeProto {
-    AttributeProto { ints: values.to_vec(), ..attribute(name, AttributeType::Ints) }
-}
-
-fn string_attribute(name: &str, value: &str) -> AttributeProto {
-    AttributeProto { s: Some(value.as_bytes().to_vec().into()), ..attribute(name, AttributeType::String) }
-}
-
-fn tensor_attribute(name: &str, value: TensorProto) -> AttributeProto {
-    AttributeProto { t: Some(value), ..attribute(name, AttributeType::Tensor) }
-}
-
-/// A tensor of a float type (float, double, float16, bfloat16); None for other types.
-fn float_tensor(dtype: DataType, dims: &[i64], values: &[f64]) -> Option<TensorProto> {
-    let raw: Vec<u8> = match dtype {
-        DataType::Float => values.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),
-        DataType::Double => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
-        DataType::Float16 => values.iter().flat_map(|&v| half::f16::from_f64(v).to_le_bytes()).collect(),
-        DataType::Bfloat16 => values.iter().flat_map(|&v| half::bf16::from_f64(v).to_le_bytes()).collect(),
-        _ => return None,
-    };
-    Some(tensor::from_raw("", dtype, dims, raw))
 }
 
 #[cfg(test)]

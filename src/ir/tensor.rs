@@ -157,6 +157,19 @@ pub fn from_raw(name: &str, dtype: DataType, dims: &[i64], raw: Vec<u8>) -> Tens
 }
 
 /// A new int64 tensor with the given dims and elements, stored as raw data.
+/// A tensor of a float type (float, double, float16, bfloat16) from f64
+/// values, each rounded to the type; `None` for other types.
+pub fn from_f64(dtype: DataType, dims: &[i64], values: &[f64]) -> Option<TensorProto> {
+    let raw: Vec<u8> = match dtype {
+        DataType::Float => values.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),
+        DataType::Double => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
+        DataType::Float16 => values.iter().flat_map(|&v| half::f16::from_f64(v).to_le_bytes()).collect(),
+        DataType::Bfloat16 => values.iter().flat_map(|&v| half::bf16::from_f64(v).to_le_bytes()).collect(),
+        _ => return None,
+    };
+    Some(from_raw("", dtype, dims, raw))
+}
+
 pub fn from_i64(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
     from_raw(name, DataType::Int64, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
 }

@@ -270,14 +270,7 @@ fn scale_axis(w: &TensorProto, axis: usize, factor: &[f64], groups: usize) -> Re
 
 /// A tensor of a float type from f64 values (rounded to the type).
 pub fn from_f64(dtype: DataType, dims: &[i64], values: &[f64]) -> Result<TensorProto, String> {
-    let raw: Vec<u8> = match dtype {
-        DataType::Float => values.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),
-        DataType::Double => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
-        DataType::Float16 => values.iter().flat_map(|&v| half::f16::from_f64(v).to_le_bytes()).collect(),
-        DataType::Bfloat16 => values.iter().flat_map(|&v| half::bf16::from_f64(v).to_le_bytes()).collect(),
-        other => return Err(format!("cannot store a folded weight as {other}")),
-    };
-    Ok(tensor::from_raw("", dtype, dims, raw))
+    tensor::from_f64(dtype, dims, values).ok_or_else(|| format!("cannot store a folded weight as {dtype}"))
 }
 
 #[cfg(test)]

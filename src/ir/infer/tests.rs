@@ -2,11 +2,11 @@
 //! checked for exact shapes and dtypes.
 
 use super::{infer, parse_input_shape};
+use crate::ir::attribute::{self, float, int, ints, string};
 use crate::ir::dtype::DataType;
 use crate::ir::graph::Model;
 use crate::ir::tensor::{from_f32, from_i64};
 use crate::ir::{import, IrError};
-use crate::onnx::proto::attribute_proto::AttributeType;
 use crate::onnx::proto::{
     tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto,
@@ -41,30 +41,6 @@ fn value_info(name: &str, dtype: DataType, spec: Option<&str>) -> ValueInfoProto
         }),
         ..Default::default()
     }
-}
-
-fn attribute(name: &str, kind: AttributeType) -> AttributeProto {
-    AttributeProto { name: Some(name.to_string()), r#type: Some(kind as i32), ..Default::default() }
-}
-
-fn int(name: &str, value: i64) -> AttributeProto {
-    AttributeProto { i: Some(value), ..attribute(name, AttributeType::Int) }
-}
-
-fn ints(name: &str, values: &[i64]) -> AttributeProto {
-    AttributeProto { ints: values.to_vec(), ..attribute(name, AttributeType::Ints) }
-}
-
-fn float(name: &str, value: f32) -> AttributeProto {
-    AttributeProto { f: Some(value), ..attribute(name, AttributeType::Float) }
-}
-
-fn string(name: &str, value: &str) -> AttributeProto {
-    AttributeProto { s: Some(value.as_bytes().to_vec().into()), ..attribute(name, AttributeType::String) }
-}
-
-fn tensor_attribute(name: &str, tensor: TensorProto) -> AttributeProto {
-    AttributeProto { t: Some(tensor), ..attribute(name, AttributeType::Tensor) }
 }
 
 /// Builds a one-graph model node by node.
@@ -509,7 +485,7 @@ fn shape_chain(opset: i64) -> TestModel {
         .input("x", "N,3,H,W")
         .int64s("axes0", &[0])
         .node("Shape", &["x"], &["shape"], vec![])
-        .node("Constant", &[], &["zero"], vec![tensor_attribute("value", from_i64("zero", &[], &[0]))])
+        .node("Constant", &[], &["zero"], vec![attribute::tensor("value", from_i64("zero", &[], &[0]))])
         .node("Gather", &["shape", "zero"], &["batch"], vec![int("axis", 0)]);
     let model = unsqueeze(model, "batch", "batch_1d");
     model

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use super::{upgrade, OpsetError, Upgrade, MAX_TARGET_OPSET};
+use crate::ir::attribute::{self, float, floats, int, ints, string};
 use crate::ir::dtype::DataType;
 use crate::ir::tensor::{from_f32, from_i64, to_f64, to_i64};
 use crate::ir::{export, import, AttributeList};
-use crate::onnx::proto::attribute_proto::AttributeType;
 use crate::onnx::proto::{
     tensor_shape_proto, type_proto, AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto,
     OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
@@ -36,34 +36,6 @@ fn declared(name: &str, dtype: DataType, dims: Option<&[i64]>) -> ValueInfoProto
         }),
         ..Default::default()
     }
-}
-
-fn attribute(name: &str, kind: AttributeType) -> AttributeProto {
-    AttributeProto { name: Some(name.to_string()), r#type: Some(kind as i32), ..Default::default() }
-}
-
-fn int(name: &str, value: i64) -> AttributeProto {
-    AttributeProto { i: Some(value), ..attribute(name, AttributeType::Int) }
-}
-
-fn ints(name: &str, values: &[i64]) -> AttributeProto {
-    AttributeProto { ints: values.to_vec(), ..attribute(name, AttributeType::Ints) }
-}
-
-fn float(name: &str, value: f32) -> AttributeProto {
-    AttributeProto { f: Some(value), ..attribute(name, AttributeType::Float) }
-}
-
-fn floats(name: &str, values: &[f32]) -> AttributeProto {
-    AttributeProto { floats: values.to_vec(), ..attribute(name, AttributeType::Floats) }
-}
-
-fn string(name: &str, value: &str) -> AttributeProto {
-    AttributeProto { s: Some(value.as_bytes().to_vec().into()), ..attribute(name, AttributeType::String) }
-}
-
-fn graph_attribute(name: &str, graph: GraphProto) -> AttributeProto {
-    AttributeProto { g: Some(graph), ..attribute(name, AttributeType::Graph) }
 }
 
 fn node(op: &str, inputs: &[&str], outputs: &[&str], attributes: Vec<AttributeProto>) -> NodeProto {
@@ -571,8 +543,8 @@ fn subgraph_operators_are_upgraded_with_fresh_names() {
             &["cond"],
             &["y"],
             vec![
-                graph_attribute("then_branch", branch("then", &[0])),
-                graph_attribute("else_branch", branch("else", &[0])),
+                attribute::graph("then_branch", branch("then", &[0])),
+                attribute::graph("else_branch", branch("else", &[0])),
             ],
         ),
     ];
@@ -656,7 +628,7 @@ fn bad_requests_and_unknown_operators_are_errors_that_change_nothing() {
 fn an_attribute_reference_in_a_function_cannot_be_moved() {
     let mut start = model(11, Some(&[1, 2]), vec![node("F", &["x"], &["y"], vec![])], &["y"]);
     start.graph.as_mut().unwrap().node[0].domain = Some("local".into());
-    let reference = AttributeProto { ref_attr_name: Some("which".into()), ..attribute("axes", AttributeType::Ints) };
+    let reference = AttributeProto { ref_attr_name: Some("which".into()), ..attribute::ints("axes", &[]) };
     start.functions.push(FunctionProto {
         name: Some("F".into()),
         domain: Some("local".into()),
