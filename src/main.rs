@@ -64,9 +64,39 @@ struct OptimizeArgs {
     /// A device profile in TOML (see src/cost/devices/).
     #[arg(long, value_name = "FILE")]
     device_file: Option<PathBuf>,
-    /// Largest summed error estimate of approximate rewrites (0: exact only).
-    #[arg(long, default_value_t = 0.0)]
-    budget: f64,
+    /// Largest summed error estimate of approximate rewrites (default: 0,
+    /// exact only; with --quantize auto: no limit, cost decides).
+    #[arg(long)]
+    budget: Option<f64>,
+    /// Quantize with QDQ nodes: auto (each layer where the cost model finds
+    /// its integer form cheaper, within --budget), all (every layer that can
+    /// be), weights (int8 weights behind DequantizeLinear, float compute).
+    #[arg(long, value_enum)]
+    quantize: Option<QuantizeArg>,
+    /// Calibration inputs: a test_data_set folder (or folder of them), or
+    /// .npy/.pb files. Without it, seeded random inputs (accuracy suffers).
+    #[arg(long, value_name = "DIR")]
+    calib: Option<PathBuf>,
+    /// How activation ranges are chosen from the calibration statistics.
+    #[arg(long, value_enum, default_value = "minmax")]
+    calib_method: CalibMethodArg,
+    /// The share of values --calib-method percentile keeps inside the range.
+    #[arg(long, default_value_t = 99.99)]
+    percentile: f64,
+    /// Random calibration samples when no --calib is given.
+    #[arg(long, default_value_t = 8)]
+    calib_samples: usize,
+    /// Integer type of quantized activations.
+    #[arg(long, value_enum, default_value = "u8")]
+    activations: ActivationsArg,
+    /// One weight scale per tensor instead of per output channel.
+    #[arg(long)]
+    per_tensor: bool,
+    /// Weight levels: full (int8), reduced (7 bits, so int8 kernels that add
+    /// product pairs in int16 cannot saturate), or auto (reduced on devices
+    /// whose profile says so, such as x86-avx2).
+    #[arg(long, value_enum, default_value = "auto")]
+    weight_range: WeightRangeArg,
     /// Saturation limits: iterations, e-nodes, seconds.
     #[arg(long, default_value_t = 30)]
     iter_limit: usize,
@@ -160,6 +190,33 @@ struct VerifyArgs {
     json: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum QuantizeArg {
+    Auto,
+    All,
+    Weights,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CalibMethodArg {
+    Minmax,
+    Percentile,
+    Entropy,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ActivationsArg {
+    U8,
+    S8,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum WeightRangeArg {
+    Auto,
+    Full,
+    Reduced,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum RuntimeArg {
     Tract,
@@ -246,7 +303,10 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
     use pare::verify::Tolerance;
 
     let fixed = args.shapes.parse()?;
-    let families = pipeline::parse_passes(&args.passes)?;
+    let mut families = pipeline::parse_passes(&args.passes)?;
+    if args.quantize.is_some() {
+        families.push(pipeline::QUANT_FAMILY.to_string());
+    }
     let user_rules = args
         .rules
         .iter()
@@ -260,9 +320,14 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
         Some(path) => DeviceProfile::from_file(path)?,
         None => DeviceProfile::shipped(&args.device)?,
     };
-    if !(args.budget.is_finite() && args.budget >= 0.0) {
-        anyhow::bail!("--budget must be a number >= 0, not {}", args.budget);
-    }
+    let budget = match (args.budget, args.quantize) {
+        (Some(budget), _) if !(budget.is_finite() && budget >= 0.0) => {
+            anyhow::bail!("--budget must be a number >= 0, not {budget}")
+        }
+        (Some(budget), _) => budget,
+        (None, Some(QuantizeArg::Auto)) => f64::INFINITY,
+        (None, _) => 0.0,
+    };
     let tolerance = Tolerance { rtol: args.rtol, atol: args.atol, max_rel_l2: args.max_rel_l2, min_top1: None };
     tolerance.validate()?;
     let options = Options {
@@ -278,11 +343,16 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
             ObjectiveArg::Energy => Objective::Energy,
             ObjectiveArg::Size => Objective::Size,
         },
+        budget,
+        quantization: None,
         profile,
-        budget: args.budget,
     };
 
     let loaded = pipeline::load(&args.input, &fixed)?;
+    let mut options = options;
+    if let Some(mode) = args.quantize {
+        options.quantization = Some(quantization(&args, mode, &options.profile, &loaded.model, &fixed)?);
+    }
     let had_external_data = loaded.had_external_data;
     let before = pipeline::summarize(&loaded.model, &options.profile);
     let original = loaded.model.clone();
@@ -344,6 +414,57 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
         eprintln!("wrote {} ({}){external}", args.output.display(), inspect::human_bytes(written.model_bytes));
     }
     Ok(Outcome::Success)
+}
+
+/// Calibrates the model (unless only weights are quantized) and gathers the settings.
+fn quantization(
+    args: &OptimizeArgs,
+    mode: QuantizeArg,
+    profile: &pare::cost::DeviceProfile,
+    model: &pare::ir::Model,
+    fixed: &[(String, Vec<i64>)],
+) -> Result<pare::egraph::Quantization> {
+    use pare::egraph::quantize::{ActivationType, QuantMode, QuantSettings};
+    use pare::eval::calibrate::RangeMethod;
+
+    let settings = QuantSettings {
+        mode: if mode == QuantizeArg::Weights { QuantMode::WeightsOnly } else { QuantMode::Static },
+        activations: match args.activations {
+            ActivationsArg::U8 => ActivationType::Uint8,
+            ActivationsArg::S8 => ActivationType::Int8,
+        },
+        per_channel: !args.per_tensor,
+        reduced_range: match args.weight_range {
+            WeightRangeArg::Auto => profile.int8_pairs_saturate,
+            WeightRangeArg::Full => false,
+            WeightRangeArg::Reduced => true,
+        },
+    };
+    let ranges = if settings.mode == QuantMode::Static {
+        if !(args.percentile > 0.0 && args.percentile <= 100.0) {
+            anyhow::bail!("--percentile must be in (0, 100], not {}", args.percentile);
+        }
+        let method = match args.calib_method {
+            CalibMethodArg::Minmax => RangeMethod::MinMax,
+            CalibMethodArg::Percentile => RangeMethod::Percentile(args.percentile),
+            CalibMethodArg::Entropy => RangeMethod::Entropy,
+        };
+        let source = match &args.calib {
+            Some(dir) => pipeline::CalibrationSource::Folder(dir.clone()),
+            None => {
+                eprintln!(
+                    "pare: warning: no --calib DIR given; calibrating on {} seeded random inputs, \
+                     so activation ranges (and accuracy) will not match real data",
+                    args.calib_samples
+                );
+                pipeline::CalibrationSource::Random { count: args.calib_samples, seed: args.seed }
+            }
+        };
+        pipeline::calibrate(model, &args.input, fixed, &source, method)?.ranges
+    } else {
+        Default::default()
+    };
+    Ok(pare::egraph::Quantization { settings, ranges, force: mode != QuantizeArg::Auto })
 }
 
 fn verify(args: VerifyArgs) -> Result<Outcome> {

@@ -9,9 +9,12 @@ use serde::Serialize;
 
 use crate::cost::{graph_estimate, DeviceProfile};
 use crate::egraph::{self, EgraphError, EngineReport};
-use crate::ir::{self, IrError, Model, Shape};
+use crate::eval::calibrate::{self, Calibration, RangeMethod};
+use crate::eval::EvaluatorBuilder;
+use crate::ir::{self, DataType, IrError, Model, OpsetError, Shape};
 use crate::onnx::proto::type_proto;
 use crate::onnx::{self, OnnxError, WriteOptions};
+use crate::samples;
 
 /// Why a pipeline stage failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,10 @@ pub enum PipelineError {
     UnknownPass { name: String, known: String },
     #[error("{path}: {reason}")]
     Engine { path: PathBuf, reason: EgraphError },
+    #[error("{path}: calibration: {reason}")]
+    Calibration { path: PathBuf, reason: String },
+    #[error("{path}: quantization needs opset {needed}: {reason}")]
+    Opset { path: PathBuf, needed: i64, reason: OpsetError },
 }
 
 /// A model loaded into the IR, with what the writer needs to know of its source.
@@ -44,8 +51,66 @@ pub fn load(path: &Path, fixed_shapes: &[(String, Vec<i64>)]) -> Result<LoadedMo
     Ok(LoadedModel { model, had_external_data: loaded.had_external_data, file_bytes: loaded.file_bytes })
 }
 
-/// The pass families pare knows, in the order they are listed (all exact).
+/// The pass families `--passes all` runs, in the order they are listed (all exact).
 pub const PASS_FAMILIES: &[&str] = &["fold", "fuse", "clean"];
+
+/// The family `--quantize` adds (approximate; it needs calibrated ranges).
+pub const QUANT_FAMILY: &str = "quant";
+
+/// The lowest default-domain opset quantized models are written at
+/// (per-channel DequantizeLinear needs 13).
+pub const QUANT_OPSET: i64 = 13;
+
+/// Where calibration samples come from.
+#[derive(Clone, Debug)]
+pub enum CalibrationSource {
+    /// A folder in test_data_set layout, or of .npy/.pb files.
+    Folder(PathBuf),
+    /// Seeded random inputs (accuracy suffers: real data has other ranges).
+    Random { count: usize, seed: u64 },
+}
+
+/// Runs the calibration samples through the embedded evaluator once,
+/// capturing every float value the model's nodes compute, and returns their ranges.
+pub fn calibrate(
+    model: &Model,
+    path: &Path,
+    fixed: &[(String, Vec<i64>)],
+    source: &CalibrationSource,
+    method: RangeMethod,
+) -> Result<Calibration, PipelineError> {
+    let failed = |reason: String| PipelineError::Calibration { path: path.to_path_buf(), reason };
+    let captured: Vec<String> = model
+        .graph
+        .nodes
+        .node_weights()
+        .flat_map(|node| node.outputs.iter().flatten())
+        .map(|&value| model.graph.value(value))
+        .filter(|value| value.dtype == Some(DataType::Float))
+        .map(|value| value.name.clone())
+        .collect();
+    let proto = ir::export(model.clone()).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
+    let evaluator = EvaluatorBuilder::new()
+        .fixed_input_shapes(fixed)
+        .captures(&captured)
+        .build_from_model(&proto, &path.display().to_string())
+        .map_err(|e| failed(e.to_string()))?;
+    let inputs: Vec<Vec<crate::eval::NamedTensor>> = match source {
+        CalibrationSource::Folder(dir) => samples::from_folder(dir, &samples::input_names(model))
+            .map_err(|e| failed(e.to_string()))?
+            .map(|sample| sample.map(|s| s.inputs))
+            .collect::<Result<_, _>>()
+            .map_err(|e| failed(e.to_string()))?,
+        CalibrationSource::Random { count, seed } => {
+            let specs = samples::input_specs_filled(model, 1).map_err(|e| failed(e.to_string()))?;
+            samples::random(&specs, *count, *seed).map_err(|e| failed(e.to_string()))?.map(|s| s.inputs).collect()
+        }
+    };
+    if inputs.is_empty() {
+        return Err(failed("no calibration samples".into()));
+    }
+    calibrate::calibrate(&evaluator, inputs, method).map_err(|e| failed(e.to_string()))
+}
 
 /// Parses `--passes`: `none`, `all`, or a comma-separated list of families.
 pub fn parse_passes(list: &str) -> Result<Vec<String>, PipelineError> {
@@ -116,7 +181,15 @@ pub fn optimize(
         return Ok((model, None));
     }
     let engine_error = |reason| PipelineError::Engine { path: path.to_path_buf(), reason };
+    let quantizing = options.quantization.is_some() && options.families.iter().any(|f| f == QUANT_FAMILY);
+    let mut model = model;
+    if quantizing && model.opset("").unwrap_or(1) < QUANT_OPSET {
+        let opset_error = |reason| PipelineError::Opset { path: path.to_path_buf(), needed: QUANT_OPSET, reason };
+        ir::upgrade_opset(&mut model, QUANT_OPSET).map_err(opset_error)?;
+        ir::infer::infer(&mut model, fixed).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
+    }
     let (mut optimized, report) = egraph::optimize(&model, options).map_err(engine_error)?;
+    if quantizing {}
     declare_fixed_inputs(&mut optimized, fixed);
     ir::infer::infer(&mut optimized, fixed).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
     if !fixed.is_empty() {

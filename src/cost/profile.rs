@@ -51,6 +51,10 @@ pub struct DeviceProfile {
     /// Peak MACs per second by element type name (`float`, `int8`, ...);
     /// `default` covers the rest.
     pub macs_per_second: BTreeMap<String, f64>,
+    /// The int8 kernels add pairs of u8×s8 products in int16 before
+    /// widening (x86 AVX2 without VNNI), so full-range weights can saturate.
+    #[serde(default)]
+    pub int8_pairs_saturate: bool,
     pub energy: EnergyTable,
 }
 

@@ -12,6 +12,8 @@ use egg::{DidMerge, EGraph, Id};
 use prost::Message;
 
 use super::language::{AttrsId, Onnx, WeightId};
+use super::quantize::QuantSettings;
+use crate::eval::calibrate::ActivationRange;
 use crate::ir::{tensor, AttributeList, DataType, Shape};
 use crate::onnx::proto::{AttributeProto, TensorProto};
 use crate::weights::{fold, fold::OpsetContext, Operand, WeightFn};
@@ -27,6 +29,8 @@ pub struct ClassFacts {
     pub constant: Option<WeightId>,
     /// How many nodes (and graph outputs) read it in the input model.
     pub uses: usize,
+    /// The calibrated range of its values, when quantization measured one.
+    pub range: Option<ActivationRange>,
 }
 
 impl ClassFacts {
@@ -87,6 +91,8 @@ pub struct Facts {
     pub context: OpsetContext,
     /// Merge weights with equal type, dims and bytes (the `clean` family).
     pub deduplicate_weights: bool,
+    /// How the `quant` family quantizes (`None`: it adds nothing).
+    pub quantization: Option<QuantSettings>,
     weight_index: HashMap<(i32, Vec<i64>, Bytes), WeightId>,
     attrs_index: HashMap<Vec<u8>, AttrsId>,
 }
@@ -195,11 +201,11 @@ impl egg::Analysis<Onnx> for Facts {
         match enode {
             Onnx::Weight(w) => {
                 let (dtype, shape) = tensor_facts(egraph.analysis.weight(*w));
-                ClassFacts { dtype, shape, weight_only: true, constant: Some(*w), uses: 0 }
+                ClassFacts { dtype, shape, weight_only: true, constant: Some(*w), ..Default::default() }
             }
             Onnx::Input(i) => {
                 let fed = &egraph.analysis.fed[*i as usize];
-                ClassFacts { dtype: fed.dtype, shape: fed.shape.clone(), weight_only: false, constant: None, uses: 0 }
+                ClassFacts { dtype: fed.dtype, shape: fed.shape.clone(), ..Default::default() }
             }
             Onnx::Attrs(_) | Onnx::Absent => ClassFacts { weight_only: true, ..Default::default() },
             Onnx::Approx(_, [inner]) => child(inner).clone(),
@@ -215,7 +221,7 @@ impl egg::Analysis<Onnx> for Facts {
                     shape: result.map(|r| Shape::known(&r.1)),
                     weight_only: true,
                     constant,
-                    uses: 0,
+                    ..Default::default()
                 }
             }
             Onnx::Op(op, children) => {
@@ -228,7 +234,7 @@ impl egg::Analysis<Onnx> for Facts {
                     if let Some(tensor) = tensor {
                         let (dtype, shape) = tensor_facts(&tensor);
                         let constant = Some(egraph.analysis.intern_weight(tensor, None));
-                        return ClassFacts { dtype, shape, weight_only: true, constant, uses: 0 };
+                        return ClassFacts { dtype, shape, weight_only: true, constant, ..Default::default() };
                     }
                 }
                 ClassFacts { weight_only, ..Default::default() }
@@ -272,6 +278,12 @@ impl egg::Analysis<Onnx> for Facts {
             a.constant = b.constant;
             changed_a = true;
         } else if a.constant.is_some() && b.constant.is_none() {
+            changed_b = true;
+        }
+        if a.range.is_none() && b.range.is_some() {
+            a.range = b.range;
+            changed_a = true;
+        } else if a.range.is_some() && b.range.is_none() {
             changed_b = true;
         }
         DidMerge(changed_a, changed_b)

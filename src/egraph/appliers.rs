@@ -8,6 +8,7 @@ use egg::{Id, Subst, Symbol, Var};
 
 use super::analysis::{attrs_of, constant_of, is_absent, Graph, OpAttrs};
 use super::language::{split_op, Onnx};
+use super::quantize;
 use crate::ir::{attribute, tensor};
 use crate::onnx::proto::TensorProto;
 use crate::weights::fold;
@@ -60,6 +61,36 @@ const APPLIERS: &[NamedApplier] = &[
         about: "(MaxPool (Pad ?x ?pads ?value ?axes ?pa) ?ca): -inf padding moved into the pool",
         apply: fuse_pad_max_pool,
     },
+    NamedApplier {
+        name: "quantize_conv",
+        about: "(Conv ?x ?w ?b ?a): QLinearConv on the calibrated input and output ranges, per-channel int8 weights, int32 bias (or int8 weights only)",
+        apply: quantize::quantize_conv,
+    },
+    NamedApplier {
+        name: "quantize_matmul",
+        about: "(MatMul ?x ?w ?a) with a constant 2-D ?w: QLinearMatMul, per-column int8 weights (or int8 weights only)",
+        apply: quantize::quantize_matmul,
+    },
+    NamedApplier {
+        name: "quantize_gemm",
+        about: "(Gemm ?x ?w ?c ?a) with constant ?w, transA 0, alpha 1: com.microsoft QGemm with int32 bias (or int8 weights only)",
+        apply: quantize::quantize_gemm,
+    },
+    NamedApplier {
+        name: "quantize_add",
+        about: "(Add ?x ?y ?a) of two calibrated activations: com.microsoft QLinearAdd",
+        apply: quantize::quantize_add,
+    },
+    NamedApplier {
+        name: "requantize",
+        about: "(QuantizeLinear (DequantizeLinear ?q ?s1 ?z1 ?a1) ?s ?z ?a): ?q when the parameters agree, else ?q's integer node with output parameters ?s ?z",
+        apply: quantize::requantize,
+    },
+    NamedApplier {
+        name: "commute_quantize",
+        about: "(QuantizeLinear ?y ?s ?z ?a) of MaxPool, Reshape, Transpose, Flatten, (Un)Squeeze, Slice, Gather, Concat, nearest Resize, ...: the operator on quantized inputs",
+        apply: quantize::commute_quantize,
+    },
 ];
 
 pub fn lookup(name: &str) -> Option<NamedApplier> {
@@ -74,7 +105,7 @@ pub fn all() -> &'static [NamedApplier] {
     APPLIERS
 }
 
-fn var(subst: &Subst, name: &str) -> Option<Id> {
+pub(super) fn var(subst: &Subst, name: &str) -> Option<Id> {
     let var: Var = name.parse().ok()?;
     subst.get(var).copied()
 }

@@ -97,6 +97,26 @@ impl NodeCosts {
     }
 }
 
+/// Cost added to the other alternatives of a class holding a preferred one.
+const DISPREFERRED_COST: f64 = 1e6;
+
+impl NodeCosts {
+    /// Makes every class that holds a node `preferred` says yes to choose
+    /// such a node whenever it can (the others cost [`DISPREFERRED_COST`] more).
+    pub fn prefer(&mut self, egraph: &Graph, preferred: fn(&Graph, &Onnx) -> bool) {
+        for candidates in &mut self.nodes {
+            let marks: Vec<bool> = candidates.iter().map(|c| preferred(egraph, &c.node)).collect();
+            if marks.iter().any(|&m| m) {
+                for (candidate, marked) in candidates.iter_mut().zip(marks) {
+                    if !marked {
+                        candidate.cost += DISPREFERRED_COST;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// (cost, error) of one e-node in its class.
 fn node_cost(egraph: &Graph, class: Id, node: &Onnx, profile: &DeviceProfile, objective: Objective) -> (f64, f64) {
     let facts = &egraph[class].data;
@@ -129,8 +149,8 @@ fn node_cost(egraph: &Graph, class: Id, node: &Onnx, profile: &DeviceProfile, ob
                 work.output_bytes = bytes(facts);
                 work.output_elements = elements_or_one(facts.shape.as_ref());
             }
-            let (domain, op_type) = split_op(*op);
-            if domain.is_empty() {
+            if let Some((kind, first, second)) = linear_operands(*op) {
+                let operand = |i: usize| children.get(i).and_then(|&c| dims(&egraph[c].data));
                 let trans_a = children
                     .iter()
                     .find_map(|&c| super::analysis::attrs_of(egraph, c))
@@ -138,12 +158,12 @@ fn node_cost(egraph: &Graph, class: Id, node: &Onnx, profile: &DeviceProfile, ob
                     .unwrap_or(0)
                     != 0;
                 let shapes = LinearShapes {
-                    first_input: inputs.first().and_then(|f| dims(f)),
-                    second_input: inputs.get(1).and_then(|f| dims(f)),
+                    first_input: operand(first),
+                    second_input: operand(second),
                     output: dims(facts),
                     trans_a,
                 };
-                work.macs = linear_macs(op_type, &shapes).unwrap_or(0);
+                work.macs = linear_macs(kind, &shapes).unwrap_or(0);
             }
             let estimate = estimate(profile, &work);
             let cost = match objective {
@@ -154,6 +174,19 @@ fn node_cost(egraph: &Graph, class: Id, node: &Onnx, profile: &DeviceProfile, ob
             (cost, 0.0)
         }
         Onnx::Output(..) | Onnx::Root(_) | Onnx::Input(_) | Onnx::Attrs(_) | Onnx::Absent => (0.0, 0.0),
+    }
+}
+
+/// For a linear operator: the float operator its MACs are counted as, and
+/// the child indices of its two operands (integer forms read their
+/// quantization parameters in between).
+fn linear_operands(op: egg::Symbol) -> Option<(&'static str, usize, usize)> {
+    match split_op(op) {
+        ("", "QLinearConv") => Some(("Conv", 0, 3)),
+        ("", "QLinearMatMul") => Some(("MatMul", 0, 3)),
+        ("com.microsoft", "QGemm") => Some(("Gemm", 0, 3)),
+        ("", op_type) => Some((op_type, 0, 1)),
+        _ => None,
     }
 }
 

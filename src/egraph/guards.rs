@@ -46,6 +46,8 @@ const GUARDS: &[Guard] = &[
     Guard { name: "batchnorm_fits_gemm", about: "(B C scale bias mean var bn_attrs gemm_attrs): constant BN parameters, one per Gemm output column, beta ≠ 0", arity: Some(8), check: batchnorm_fits_gemm },
     Guard { name: "channel_constant", about: "(c W): c is a constant that varies only along the Conv output-channel axis", arity: Some(2), check: channel_constant },
     Guard { name: "unshared", about: "(X W): the layer reading X with weight W has one reader, so fusing into it duplicates nothing", arity: Some(2), check: unshared },
+    Guard { name: "zero_point_is_lowest", about: "a quantization zero point is its type's lowest level (nothing below zero survives)", arity: Some(1), check: |g, _, a| super::quantize::zero_point_is_lowest(g, a[0]) },
+    Guard { name: "clip_within_quantized_range", about: "(lo hi scale zero_point): clipping to [lo, hi] changes nothing once quantized", arity: Some(4), check: |g, _, a| super::quantize::clip_within_quantized_range(g, a[0], a[1], a[2], a[3]) },
     Guard { name: "gemm_operands", about: "(A B C): A and B are matrices and C broadcasts one way onto A·B", arity: Some(3), check: gemm_operands },
 ];
 

@@ -16,6 +16,7 @@ pub mod export;
 pub mod extract;
 pub mod guards;
 pub mod language;
+pub mod quantize;
 pub mod rules;
 #[cfg(test)]
 mod tests;
@@ -70,6 +71,17 @@ pub struct Options {
     pub profile: DeviceProfile,
     /// Largest summed error estimate of approximate rewrites.
     pub budget: f64,
+    /// What the `quant` family needs: settings and calibrated ranges.
+    pub quantization: Option<Quantization>,
+}
+
+/// Quantization settings, the calibrated ranges of the model's values (by
+/// name), and whether every layer that can be quantized must be.
+#[derive(Clone, Debug)]
+pub struct Quantization {
+    pub settings: quantize::QuantSettings,
+    pub ranges: std::collections::BTreeMap<String, crate::eval::calibrate::ActivationRange>,
+    pub force: bool,
 }
 
 /// Where one rule fired.
@@ -152,7 +164,15 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
     let build_seconds = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let build::Built { egraph, root, origins, value_names, outputs } = built;
+    let build::Built { mut egraph, root, origins, value_names, outputs } = built;
+    if let Some(quantization) = &options.quantization {
+        egraph.analysis.quantization = Some(quantization.settings.clone());
+        for (class, name) in &value_names {
+            if let Some(range) = quantization.ranges.get(name) {
+                egraph[*class].data.range = Some(*range);
+            }
+        }
+    }
     let runner = Runner::default()
         .with_egraph(egraph)
         .with_scheduler(SimpleScheduler)
@@ -173,8 +193,13 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
     let saturate_seconds = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let costs = extract::NodeCosts::new(&built.egraph, &options.profile, options.objective);
-    let choice = extract::extract(&costs, &built.egraph, built.root, options.budget)?;
+    let force = options.quantization.as_ref().is_some_and(|q| q.force);
+    let mut costs = extract::NodeCosts::new(&built.egraph, &options.profile, options.objective);
+    if force {
+        costs.prefer(&built.egraph, quantize::is_quantized_alternative);
+    }
+    let budget = if force { f64::INFINITY } else { options.budget };
+    let choice = extract::extract(&costs, &built.egraph, built.root, budget)?;
     let extract_seconds = started.elapsed().as_secs_f64();
 
     let started = Instant::now();

@@ -24,6 +24,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("fold", include_str!("../../passes/fold.rules")),
     ("fuse", include_str!("../../passes/fuse.rules")),
     ("clean", include_str!("../../passes/clean.rules")),
+    ("quant", include_str!("../../passes/quant.rules")),
 ];
 
 /// A rule as written.

@@ -19,6 +19,7 @@ fn options(families: &[&str], user_rules: &str, budget: f64) -> Options {
         objective: Objective::Latency,
         profile: DeviceProfile::shipped("x86-avx2").unwrap(),
         budget,
+        quantization: None,
     }
 }
 
@@ -71,4 +72,53 @@ fn a_shared_value_is_paid_once() {
     let summed = crate::cost::graph_estimate(&model.graph, &profile).latency_seconds;
     let extracted = report.extraction.cost;
     assert!((extracted - summed).abs() <= 0.02 * summed, "extracted {extracted} vs summed {summed}");
+}
+
+/// Every Conv and Add of the block quantized, with the settings pare uses on x86.
+fn forced_quantization(model: &Model, mode: quantize::QuantMode) -> Quantization {
+    let source = pipeline::CalibrationSource::Random { count: 2, seed: 7 };
+    let path = std::path::Path::new("resnet_block_op13");
+    let fixed = [("images".to_string(), vec![1, 3, 32, 32])];
+    let calibration = pipeline::calibrate(model, path, &fixed, &source, crate::eval::calibrate::RangeMethod::MinMax);
+    Quantization {
+        settings: quantize::QuantSettings {
+            mode,
+            activations: quantize::ActivationType::Uint8,
+            per_channel: true,
+            reduced_range: true,
+        },
+        ranges: calibration.unwrap().ranges,
+        force: true,
+    }
+}
+
+#[test]
+fn forced_quantization_makes_one_integer_chain() {
+    let model = resnet_block();
+    let mut options = options(&["fuse", "clean", "quant"], "", 0.0);
+    options.quantization = Some(forced_quantization(&model, quantize::QuantMode::Static));
+    let (optimized, report) = optimize(&model, &options).unwrap();
+    let convs = count(&model, "Conv");
+    assert_eq!(count(&optimized, "QLinearConv"), convs, "{:?}", report.fired);
+    assert_eq!(count(&optimized, "Conv"), 0);
+    assert_eq!(count(&optimized, "QLinearAdd"), count(&model, "Add"));
+    assert_eq!(count(&optimized, "QGemm"), 1);
+    // Quantized: the image, and the pooled features (GlobalAveragePool stays
+    // float) for the Gemm; dequantized: the last Add for the pooling, and the logits.
+    assert_eq!(count(&optimized, "QuantizeLinear"), 2, "{:?}", report.fired);
+    assert_eq!(count(&optimized, "DequantizeLinear"), 2);
+    // Only the Relu after the last Add stays: the others fold into the ranges.
+    assert_eq!(count(&optimized, "Relu"), 1);
+    assert!(report.extraction.error > 0.0 && report.extraction.cost < 1.0);
+}
+
+#[test]
+fn weight_only_quantization_keeps_float_compute() {
+    let model = resnet_block();
+    let mut options = options(&["fuse", "quant"], "", 0.0);
+    options.quantization = Some(forced_quantization(&model, quantize::QuantMode::WeightsOnly));
+    let (optimized, _) = optimize(&model, &options).unwrap();
+    assert_eq!(count(&optimized, "Conv"), count(&model, "Conv"));
+    assert_eq!(count(&optimized, "DequantizeLinear"), count(&model, "Conv") + count(&model, "Gemm"));
+    assert_eq!(count(&optimized, "QuantizeLinear"), 0);
 }

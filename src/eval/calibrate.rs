@@ -187,21 +187,26 @@ pub struct Calibration {
 }
 
 /// Runs the samples through `evaluator` once and collects the statistics of
-/// every result (graph outputs and captures) of a float type.
+/// every float tensor it sees: the inputs fed, the graph outputs and the captures.
 pub fn calibrate(
     evaluator: &Evaluator,
     samples: impl IntoIterator<Item = Vec<NamedTensor>>,
     method: RangeMethod,
 ) -> Result<Calibration, EvalError> {
     let mut statistics: BTreeMap<String, ValueStatistics> = BTreeMap::new();
-    let count = evaluator.run_stream(samples, |_, results| {
-        for result in results {
-            if let Some(values) = result.tensor.as_f32() {
-                statistics.entry(result.name).or_default().add(values.iter().map(|&v| v as f64));
+    let mut record = |tensors: &[NamedTensor]| {
+        for named in tensors {
+            if let Some(values) = named.tensor.as_f32() {
+                statistics.entry(named.name.clone()).or_default().add(values.iter().map(|&v| v as f64));
             }
         }
-        Ok(())
-    })?;
+    };
+    let mut count = 0;
+    for sample in samples {
+        record(&sample);
+        record(&evaluator.run(&sample)?);
+        count += 1;
+    }
     let ranges = statistics.into_iter().filter_map(|(name, s)| Some((name, s.range(method)?))).collect();
     Ok(Calibration { method, samples: count, ranges })
 }

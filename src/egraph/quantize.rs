@@ -1,0 +1,563 @@
+//! The `quant` family's appliers. A linear layer (Conv, MatMul, Gemm) with
+//! constant float weights, or an Add, whose operands have calibrated ranges
+//! gets an integer alternative in operator form — QLinearConv,
+//! QLinearMatMul, com.microsoft QGemm or QLinearAdd — read back by a
+//! DequantizeLinear and marked approximate. One node per integer layer keeps
+//! its cost independent of its neighbours; `src/ir/qdq.rs` lowers the
+//! operator forms to QDQ nodes after extraction.
+//!
+//! Activations are quantized where an integer node reads them. A
+//! QuantizeLinear of a value an integer node already produces at other
+//! parameters re-emits that node with the wanted output parameters
+//! (`requantize`), and one above a data-movement operator (MaxPool, Reshape,
+//! Transpose, Concat, Resize, Slice, ...) moves below it (`commute_quantize`),
+//! so chains of integer layers form with no dequantize/quantize pair between
+//! them. Relu and Clip fold into the range they are quantized to (guards).
+//!
+//! Weight-only mode instead stores the weights as integers behind a
+//! DequantizeLinear and keeps float compute.
+
+use egg::{Id, Subst, Symbol};
+use serde::Serialize;
+
+use super::analysis::{attrs_of, constant_of, is_absent, Graph};
+use super::appliers::var;
+use super::language::Onnx;
+use crate::eval::calibrate::ActivationRange;
+use crate::ir::{attribute, tensor, AttributeList, DataType, Shape};
+use crate::onnx::proto::TensorProto;
+use crate::weights::quantize::{quantize, QuantizedLayer, WeightSpec};
+
+/// The integer type activations are stored in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ActivationType {
+    Uint8,
+    Int8,
+}
+
+impl ActivationType {
+    /// (lowest, highest) stored level.
+    pub fn levels(self) -> (i32, i32) {
+        match self {
+            ActivationType::Uint8 => (0, 255),
+            ActivationType::Int8 => (-128, 127),
+        }
+    }
+
+    pub fn dtype(self) -> DataType {
+        match self {
+            ActivationType::Uint8 => DataType::Uint8,
+            ActivationType::Int8 => DataType::Int8,
+        }
+    }
+}
+
+/// What is quantized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum QuantMode {
+    /// Weights and activations (integer kernels).
+    Static,
+    /// Weights only (DequantizeLinear on the weights, float compute).
+    WeightsOnly,
+}
+
+/// How the `quant` family quantizes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct QuantSettings {
+    pub mode: QuantMode,
+    pub activations: ActivationType,
+    /// One weight scale per output channel (else one per tensor).
+    pub per_channel: bool,
+    /// 7-bit weights, so integer kernels that accumulate pairs in int16
+    /// (x86 AVX2 without VNNI) cannot saturate.
+    pub reduced_range: bool,
+}
+
+/// Relative error charged for each activation rounded to 8 bits (half a
+/// level of 255), next to the weight's measured rounding error.
+const ACTIVATION_ROUNDING_ERROR: f64 = 0.5 / 255.0;
+
+/// Integer operator forms and the child index of their output scale (the
+/// output zero point follows it).
+const INTEGER_OPERATORS: &[(&str, usize)] =
+    &[("QLinearConv", 6), ("QLinearMatMul", 6), ("com.microsoft::QGemm", 7), ("com.microsoft::QLinearAdd", 6)];
+
+/// Operators that only move, select or compare values, so quantizing their
+/// output equals running them on the quantized input (per-tensor
+/// parameters), with the indices of their data inputs (`None`: all inputs).
+const DATA_MOVEMENT: &[(&str, Option<usize>)] = &[
+    ("MaxPool", Some(0)),
+    ("Reshape", Some(0)),
+    ("Transpose", Some(0)),
+    ("Flatten", Some(0)),
+    ("Squeeze", Some(0)),
+    ("Unsqueeze", Some(0)),
+    ("Slice", Some(0)),
+    ("Identity", Some(0)),
+    ("Gather", Some(0)),
+    ("DepthToSpace", Some(0)),
+    ("SpaceToDepth", Some(0)),
+    ("Resize", Some(0)),
+    ("Concat", None),
+];
+
+/// The settings, when the family may quantize activations here.
+fn static_settings(egraph: &Graph) -> Option<QuantSettings> {
+    egraph.analysis.quantization.clone().filter(|s| s.mode == QuantMode::Static)
+}
+
+/// A float32 constant's values and dims.
+fn float_weight(egraph: &Graph, id: Id) -> Option<(Vec<f64>, Vec<usize>)> {
+    let t = constant_of(egraph, id)?;
+    if tensor::dtype(t)? != DataType::Float {
+        return None;
+    }
+    let dims = t.dims.iter().map(|&d| usize::try_from(d).ok()).collect::<Option<Vec<_>>>()?;
+    Some((tensor::to_f64(t)?, dims))
+}
+
+/// Adds a node and states the facts of its class when nothing else did.
+fn add_typed(egraph: &mut Graph, node: Onnx, dtype: DataType, shape: Option<Shape>) -> Id {
+    let id = egraph.add(node);
+    let data = &mut egraph[id].data;
+    data.dtype = data.dtype.or(Some(dtype));
+    if data.shape.is_none() {
+        data.shape = shape;
+    }
+    id
+}
+
+fn add_typed_op(
+    egraph: &mut Graph,
+    op: &str,
+    mut inputs: Vec<Id>,
+    attrs: Id,
+    dtype: DataType,
+    shape: Option<Shape>,
+) -> Id {
+    inputs.push(attrs);
+    add_typed(egraph, Onnx::Op(Symbol::from(op), inputs.into()), dtype, shape)
+}
+
+fn add_weight(egraph: &mut Graph, tensor: TensorProto) -> Id {
+    let id = egraph.analysis.intern_weight(tensor, None);
+    egraph.add(Onnx::Weight(id))
+}
+
+fn no_attributes(egraph: &mut Graph) -> Id {
+    egraph.add(Onnx::Attrs(0))
+}
+
+/// Scale and zero point of an activation range.
+pub fn activation_parameters(range: ActivationRange, activations: ActivationType) -> (f32, i32) {
+    let (lowest, highest) = activations.levels();
+    let span = range.max - range.min;
+    let scale = if span > 0.0 && span.is_finite() { span / f64::from(highest - lowest) } else { 1.0 };
+    let zero_point = (f64::from(lowest) - range.min / scale).round().clamp(f64::from(lowest), f64::from(highest));
+    (scale as f32, zero_point as i32)
+}
+
+/// A quantization parameter pair as constant leaves: (scale, zero point).
+fn parameter_leaves(egraph: &mut Graph, scale: &[f32], zero_point: &[i32], dtype: DataType) -> (Id, Id) {
+    let dims: Vec<i64> = if scale.len() == 1 { Vec::new() } else { vec![scale.len() as i64] };
+    let scale = add_weight(egraph, tensor::from_f32("", &dims, scale));
+    let zero_point = add_weight(egraph, integer_tensor(dtype, &dims, zero_point));
+    (scale, zero_point)
+}
+
+/// An int8, uint8 or int32 tensor.
+fn integer_tensor(dtype: DataType, dims: &[i64], values: &[i32]) -> TensorProto {
+    let raw: Vec<u8> = match dtype {
+        DataType::Int8 => values.iter().map(|&v| v as i8 as u8).collect(),
+        DataType::Uint8 => values.iter().map(|&v| v as u8).collect(),
+        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    tensor::from_raw("", dtype, dims, raw)
+}
+
+/// A quantized activation: the QuantizeLinear class and its parameter leaves.
+struct QuantizedInput {
+    value: Id,
+    scale: Id,
+    zero_point: Id,
+    scale_value: f64,
+}
+
+/// Quantizes a float value with a calibrated range.
+fn quantize_input(egraph: &mut Graph, x: Id, settings: &QuantSettings) -> Option<QuantizedInput> {
+    let facts = &egraph[x].data;
+    if facts.dtype != Some(DataType::Float) || facts.weight_only {
+        return None;
+    }
+    let range = facts.range?;
+    let shape = facts.shape.clone();
+    let (scale_value, zero_point) = activation_parameters(range, settings.activations);
+    let dtype = settings.activations.dtype();
+    let (scale, zero) = parameter_leaves(egraph, &[scale_value], &[zero_point], dtype);
+    let attrs = no_attributes(egraph);
+    let value = add_typed_op(egraph, "QuantizeLinear", vec![x, scale, zero], attrs, dtype, shape);
+    Some(QuantizedInput { value, scale, zero_point: zero, scale_value: f64::from(scale_value) })
+}
+
+/// Output parameters for the value `root`'s calibrated range.
+fn output_parameters(egraph: &mut Graph, root: Id, settings: &QuantSettings) -> Option<(Id, Id)> {
+    let range = egraph[root].data.range?;
+    let (scale, zero_point) = activation_parameters(range, settings.activations);
+    Some(parameter_leaves(egraph, &[scale], &[zero_point], settings.activations.dtype()))
+}
+
+/// Wraps an integer node's class as an approximation and reads it back as float.
+fn dequantized(egraph: &mut Graph, integer: Id, error: f64, scale: Id, zero_point: Id, root: Id) -> Id {
+    let approx = egraph.add(Onnx::Approx(error.to_bits(), [integer]));
+    let attrs = no_attributes(egraph);
+    let shape = egraph[root].data.shape.clone();
+    add_typed_op(egraph, "DequantizeLinear", vec![approx, scale, zero_point], attrs, DataType::Float, shape)
+}
+
+/// Relative L2 error of the stored weights against the float ones.
+fn weight_error(w: &[f64], layer: &QuantizedLayer, dims: &[usize], axis: Option<usize>) -> f64 {
+    let inner: usize = axis.map_or(1, |a| dims[a + 1..].iter().product());
+    let channels = axis.map_or(1, |a| dims[a]);
+    let (mut diff, mut norm) = (0.0, 0.0);
+    for (i, (&v, &q)) in w.iter().zip(&layer.values).enumerate() {
+        let scale = if layer.scales.len() == 1 { layer.scales[0] } else { layer.scales[(i / inner) % channels] };
+        diff += (v - f64::from(q) * scale).powi(2);
+        norm += v * v;
+    }
+    if norm > 0.0 {
+        (diff / norm).sqrt()
+    } else {
+        0.0
+    }
+}
+
+/// Quantized weight leaves: (values, scale, zero point, bias) and the weight error.
+struct QuantizedWeights {
+    values: Id,
+    scale: Id,
+    zero_point: Id,
+    bias: Option<Id>,
+    error: f64,
+}
+
+fn quantize_weights(
+    egraph: &mut Graph,
+    w: &[f64],
+    dims: &[usize],
+    axis: usize,
+    bias: Option<(&[f64], f64)>,
+    settings: &QuantSettings,
+) -> Option<QuantizedWeights> {
+    let channel_axis = settings.per_channel.then_some(axis);
+    let spec = WeightSpec { bits: 8, reduced_range: settings.reduced_range, channel_axis, block: None };
+    let layer = quantize(w, dims, &spec, bias).ok()?;
+    let error = weight_error(w, &layer, dims, channel_axis);
+    let dims_i64: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+    let values = add_weight(egraph, integer_tensor(DataType::Int8, &dims_i64, &layer.values));
+    let scales: Vec<f32> = layer.scales.iter().map(|&s| s as f32).collect();
+    let (scale, zero_point) = parameter_leaves(egraph, &scales, &vec![0; scales.len()], DataType::Int8);
+    let bias = layer.bias.as_ref().map(|b| add_weight(egraph, integer_tensor(DataType::Int32, &[b.len() as i64], b)));
+    Some(QuantizedWeights { values, scale, zero_point, bias, error })
+}
+
+/// Weight-only alternative: the layer reads DequantizeLinear of int8 weights.
+fn weight_only_layer(egraph: &mut Graph, w: Id, axis: usize, settings: &QuantSettings) -> Option<(Id, f64)> {
+    let (values, dims) = float_weight(egraph, w)?;
+    let weights = quantize_weights(egraph, &values, &dims, axis, None, settings)?;
+    let attrs = if settings.per_channel {
+        egraph.analysis.intern_attrs(super::analysis::OpAttrs::default().with(attribute::int("axis", axis as i64)))
+    } else {
+        0
+    };
+    let attrs = egraph.add(Onnx::Attrs(attrs));
+    let shape = Some(Shape::known(&dims.iter().map(|&d| d as i64).collect::<Vec<_>>()));
+    let inputs = vec![weights.values, weights.scale, weights.zero_point];
+    Some((add_typed_op(egraph, "DequantizeLinear", inputs, attrs, DataType::Float, shape), weights.error))
+}
+
+/// Replaces the weight child (index 1) of the matched layer with its
+/// weight-only quantized form, wrapped as an approximation.
+fn weight_only_alternative(egraph: &mut Graph, root: Id, op: &str, children: Vec<Id>, axis: usize) -> Option<Id> {
+    let settings = egraph.analysis.quantization.clone().filter(|s| s.mode == QuantMode::WeightsOnly)?;
+    let (weight, error) = weight_only_layer(egraph, children[1], axis, &settings)?;
+    let mut inputs = children;
+    inputs[1] = weight;
+    let attrs = inputs.pop()?;
+    let shape = egraph[root].data.shape.clone();
+    let layer = add_typed_op(egraph, op, inputs, attrs, DataType::Float, shape);
+    Some(egraph.add(Onnx::Approx(error.to_bits(), [layer])))
+}
+
+pub(super) fn quantize_conv(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+    let (x, w, b, attrs) = (var(subst, "?x")?, var(subst, "?w")?, var(subst, "?b")?, var(subst, "?a")?);
+    let (values, dims) = float_weight(egraph, w)?;
+    if dims.len() < 3 {
+        return None;
+    }
+    let bias = if is_absent(egraph, b) {
+        None
+    } else {
+        let (bias, bias_dims) = float_weight(egraph, b)?;
+        (bias_dims == [dims[0]]).then_some(bias)?.into()
+    };
+    if egraph.analysis.quantization.as_ref().is_some_and(|s| s.mode == QuantMode::WeightsOnly) {
+        return weight_only_alternative(egraph, root, "Conv", vec![x, w, b, attrs], 0);
+    }
+    let settings = static_settings(egraph)?;
+    let (output_scale, output_zero) = output_parameters(egraph, root, &settings)?;
+    let input = quantize_input(egraph, x, &settings)?;
+    let bias_input = bias.as_deref().map(|b| (b, input.scale_value));
+    let weights = quantize_weights(egraph, &values, &dims, 0, bias_input, &settings)?;
+    let absent = egraph.add(Onnx::Absent);
+    let inputs = vec![
+        input.value,
+        input.scale,
+        input.zero_point,
+        weights.values,
+        weights.scale,
+        weights.zero_point,
+        output_scale,
+        output_zero,
+        weights.bias.unwrap_or(absent),
+    ];
+    let shape = egraph[root].data.shape.clone();
+    let integer = add_typed_op(egraph, "QLinearConv", inputs, attrs, settings.activations.dtype(), shape);
+    let error = weights.error + 2.0 * ACTIVATION_ROUNDING_ERROR;
+    Some(dequantized(egraph, integer, error, output_scale, output_zero, root))
+}
+
+pub(super) fn quantize_matmul(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+    let (x, w, attrs) = (var(subst, "?x")?, var(subst, "?w")?, var(subst, "?a")?);
+    let (values, dims) = float_weight(egraph, w)?;
+    if dims.len() != 2 || egraph[x].data.shape.as_ref().is_none_or(|s| s.rank() < 2) {
+        return None;
+    }
+    if egraph.analysis.quantization.as_ref().is_some_and(|s| s.mode == QuantMode::WeightsOnly) {
+        return weight_only_alternative(egraph, root, "MatMul", vec![x, w, attrs], 1);
+    }
+    let settings = static_settings(egraph)?;
+    let (output_scale, output_zero) = output_parameters(egraph, root, &settings)?;
+    let input = quantize_input(egraph, x, &settings)?;
+    let weights = quantize_weights(egraph, &values, &dims, 1, None, &settings)?;
+    let inputs = vec![
+        input.value,
+        input.scale,
+        input.zero_point,
+        weights.values,
+        weights.scale,
+        weights.zero_point,
+        output_scale,
+        output_zero,
+    ];
+    let shape = egraph[root].data.shape.clone();
+    let integer = add_typed_op(egraph, "QLinearMatMul", inputs, attrs, settings.activations.dtype(), shape);
+    let error = weights.error + 2.0 * ACTIVATION_ROUNDING_ERROR;
+    Some(dequantized(egraph, integer, error, output_scale, output_zero, root))
+}
+
+pub(super) fn quantize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+    let (x, w, c, attrs) = (var(subst, "?x")?, var(subst, "?w")?, var(subst, "?c")?, var(subst, "?a")?);
+    let gemm = attrs_of(egraph, attrs)?.clone();
+    let trans_b = gemm.attr_int("transB").unwrap_or(0) != 0;
+    let (alpha, beta) = (gemm.attr_float("alpha").unwrap_or(1.0), gemm.attr_float("beta").unwrap_or(1.0));
+    if gemm.attr_int("transA").unwrap_or(0) != 0 || alpha != 1.0 {
+        return None;
+    }
+    let (values, dims) = float_weight(egraph, w)?;
+    if dims.len() != 2 || egraph[x].data.shape.as_ref().is_none_or(|s| s.rank() != 2) {
+        return None;
+    }
+    let (axis, columns) = if trans_b { (0, dims[0]) } else { (1, dims[1]) };
+    if egraph.analysis.quantization.as_ref().is_some_and(|s| s.mode == QuantMode::WeightsOnly) {
+        return weight_only_alternative(egraph, root, "Gemm", vec![x, w, c, attrs], axis);
+    }
+    // The bias: one value per output column (beta folded in).
+    let bias = if is_absent(egraph, c) {
+        None
+    } else {
+        let (bias, bias_dims) = float_weight(egraph, c)?;
+        let per_column = bias_dims.iter().product::<usize>() == columns && bias_dims.last() == Some(&columns);
+        per_column.then(|| bias.iter().map(|v| v * f64::from(beta)).collect::<Vec<f64>>())?.into()
+    };
+    let settings = static_settings(egraph)?;
+    let (output_scale, output_zero) = output_parameters(egraph, root, &settings)?;
+    let input = quantize_input(egraph, x, &settings)?;
+    let bias_input = bias.as_deref().map(|b| (b, input.scale_value));
+    let weights = quantize_weights(egraph, &values, &dims, axis, bias_input, &settings)?;
+    let absent = egraph.add(Onnx::Absent);
+    let inputs = vec![
+        input.value,
+        input.scale,
+        input.zero_point,
+        weights.values,
+        weights.scale,
+        weights.zero_point,
+        weights.bias.unwrap_or(absent),
+        output_scale,
+        output_zero,
+    ];
+    let attributes = super::analysis::OpAttrs::default()
+        .with(attribute::float("alpha", 1.0))
+        .with(attribute::int("transA", 0))
+        .with(attribute::int("transB", i64::from(trans_b)));
+    let attrs = egraph.analysis.intern_attrs(attributes);
+    let attrs = egraph.add(Onnx::Attrs(attrs));
+    let shape = egraph[root].data.shape.clone();
+    let integer = add_typed_op(egraph, "com.microsoft::QGemm", inputs, attrs, settings.activations.dtype(), shape);
+    let error = weights.error + 2.0 * ACTIVATION_ROUNDING_ERROR;
+    Some(dequantized(egraph, integer, error, output_scale, output_zero, root))
+}
+
+pub(super) fn quantize_add(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+    let settings = static_settings(egraph)?;
+    let (a, b) = (var(subst, "?x")?, var(subst, "?y")?);
+    if egraph[root].data.dtype != Some(DataType::Float) {
+        return None;
+    }
+    let (output_scale, output_zero) = output_parameters(egraph, root, &settings)?;
+    let left = quantize_input(egraph, a, &settings)?;
+    let right = quantize_input(egraph, b, &settings)?;
+    let inputs = vec![
+        left.value,
+        left.scale,
+        left.zero_point,
+        right.value,
+        right.scale,
+        right.zero_point,
+        output_scale,
+        output_zero,
+    ];
+    let attrs = no_attributes(egraph);
+    let shape = egraph[root].data.shape.clone();
+    let integer = add_typed_op(egraph, "com.microsoft::QLinearAdd", inputs, attrs, settings.activations.dtype(), shape);
+    Some(dequantized(egraph, integer, 3.0 * ACTIVATION_ROUNDING_ERROR, output_scale, output_zero, root))
+}
+
+/// Whether two classes hold equal constants.
+fn same_constant(egraph: &Graph, a: Id, b: Id) -> bool {
+    if egraph.find(a) == egraph.find(b) {
+        return true;
+    }
+    match (constant_of(egraph, a), constant_of(egraph, b)) {
+        (Some(x), Some(y)) => {
+            x.data_type == y.data_type && x.dims == y.dims && tensor::raw_bytes(x) == tensor::raw_bytes(y)
+        }
+        _ => false,
+    }
+}
+
+/// (QuantizeLinear (DequantizeLinear ?q ?s1 ?z1 ?a1) ?s ?z ?a): `?q` itself
+/// when the parameters agree; else the integer node behind `?q` re-emitted
+/// with output parameters `?s`, `?z` (one rounding instead of two).
+pub(super) fn requantize(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+    let (q, s1, z1, s, z) =
+        (var(subst, "?q")?, var(subst, "?s1")?, var(subst, "?z1")?, var(subst, "?s")?, var(subst, "?z")?);
+    if same_constant(egraph, s1, s) && same_constant(egraph, z1, z) {
+        return Some(q);
+    }
+    if constant_of(egraph, z1).map(|t| t.data_type) != constant_of(egraph, z).map(|t| t.data_type) {
+        return None;
+    }
+    let (error, inner) = egraph[q].nodes.iter().find_map(|n| match n {
+        Onnx::Approx(bits, [inner]) => Some((*bits, *inner)),
+        _ => None,
+    })?;
+    let (op, children, at) = egraph[inner].nodes.iter().find_map(|n| match n {
+        Onnx::Op(op, children) => {
+            INTEGER_OPERATORS.iter().find(|(name, _)| op.as_str() == *name).map(|(_, at)| (*op, children.clone(), *at))
+        }
+        _ => None,
+    })?;
+    let mut children = children.to_vec();
+    children[at] = s;
+    children[at + 1] = z;
+    let facts = egraph[inner].data.clone();
+    let node = add_typed(egraph, Onnx::Op(op, children.into()), facts.dtype?, facts.shape);
+    Some(egraph.add(Onnx::Approx(error, [node])))
+}
+
+/// (QuantizeLinear ?y ?s ?z ?a) over a data-movement operator: the operator
+/// applied to its quantized data inputs (per-tensor parameters only).
+pub(super) fn commute_quantize(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+    let (y, s, z, qa) = (var(subst, "?y")?, var(subst, "?s")?, var(subst, "?z")?, var(subst, "?a")?);
+    let per_tensor = |id: Id| constant_of(egraph, id).is_some_and(|t| t.dims.is_empty());
+    if !per_tensor(s) || !per_tensor(z) {
+        return None;
+    }
+    let dtype = egraph[root].data.dtype?;
+    let (op, children, data) = egraph[y].nodes.iter().find_map(|n| match n {
+        Onnx::Op(op, children) => {
+            let (_, data) = DATA_MOVEMENT.iter().find(|(name, _)| op.as_str() == *name)?;
+            Some((*op, children.clone(), *data))
+        }
+        _ => None,
+    })?;
+    let attrs_at = children.iter().position(|&c| attrs_of(egraph, c).is_some())?;
+    if op.as_str() == "Resize" {
+        let nearest = attrs_of(egraph, children[attrs_at])?.attr_string("mode").is_none_or(|m| m == "nearest");
+        if !nearest {
+            return None;
+        }
+    }
+    let mut inputs = children.to_vec();
+    for (i, input) in inputs.iter_mut().enumerate().take(attrs_at) {
+        if data.is_some_and(|d| d != i) || is_absent(egraph, *input) {
+            continue;
+        }
+        if egraph[*input].data.dtype != Some(DataType::Float) {
+            return None;
+        }
+        let shape = egraph[*input].data.shape.clone();
+        *input = add_typed_op(egraph, "QuantizeLinear", vec![*input, s, z], qa, dtype, shape);
+    }
+    let shape = egraph[root].data.shape.clone();
+    Some(add_typed(egraph, Onnx::Op(op, inputs.into()), dtype, shape))
+}
+
+/// Guard: the zero point is its type's lowest level, so the quantized value
+/// cannot go below zero (a Relu before it changes nothing).
+pub(super) fn zero_point_is_lowest(egraph: &Graph, zero_point: Id) -> bool {
+    let Some(t) = constant_of(egraph, zero_point) else { return false };
+    let Some(values) = tensor::to_i64(t) else { return false };
+    let lowest = match tensor::dtype(t) {
+        Some(DataType::Uint8) => 0,
+        Some(DataType::Int8) => -128,
+        _ => return false,
+    };
+    values.iter().all(|&v| v == lowest)
+}
+
+/// Guard: clipping to [lo, hi] changes nothing once the value is quantized
+/// with (scale, zero point): lo rounds to or below the lowest level and hi
+/// to or above the highest.
+pub(super) fn clip_within_quantized_range(egraph: &Graph, lo: Id, hi: Id, scale: Id, zero_point: Id) -> bool {
+    let scalar = |id: Id| -> Option<f64> {
+        let values = tensor::to_f64(constant_of(egraph, id)?)?;
+        (values.len() == 1).then(|| values[0])
+    };
+    let (Some(scale), Some(zero)) = (scalar(scale), scalar(zero_point)) else { return false };
+    let (lowest, highest) = match constant_of(egraph, zero_point).and_then(tensor::dtype) {
+        Some(DataType::Uint8) => ActivationType::Uint8.levels(),
+        Some(DataType::Int8) => ActivationType::Int8.levels(),
+        _ => return false,
+    };
+    if scale <= 0.0 {
+        return false;
+    }
+    let level = |v: f64| (v / scale).round() + zero;
+    let lo_ok = is_absent(egraph, lo) || scalar(lo).is_some_and(|v| level(v) <= f64::from(lowest));
+    let hi_ok = is_absent(egraph, hi) || scalar(hi).is_some_and(|v| level(v) >= f64::from(highest));
+    lo_ok && hi_ok
+}
+
+/// Whether an e-node is a quantized alternative of its class: a weight-only
+/// layer (an approximation) or a DequantizeLinear reading an integer node.
+pub fn is_quantized_alternative(egraph: &Graph, node: &Onnx) -> bool {
+    match node {
+        Onnx::Approx(..) => true,
+        Onnx::Op(op, children) if op.as_str() == "DequantizeLinear" => {
+            egraph[children[0]].nodes.iter().any(|n| matches!(n, Onnx::Approx(..)))
+        }
+        _ => false,
+    }
+}
