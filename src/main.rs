@@ -86,6 +86,11 @@ struct OptimizeArgs {
     /// Random calibration samples when no --calib is given.
     #[arg(long, default_value_t = 8)]
     calib_samples: usize,
+    /// Where --quantize auto takes layer latencies from: measured (each
+    /// layer's float and integer forms timed alone in ONNX Runtime, cached
+    /// by configuration) or profile (the device profile's roofline).
+    #[arg(long, value_enum, default_value = "measured")]
+    cost_model: CostModelArg,
     /// Integer type of quantized activations.
     #[arg(long, value_enum, default_value = "u8")]
     activations: ActivationsArg,
@@ -195,6 +200,12 @@ enum QuantizeArg {
     Auto,
     All,
     Weights,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum CostModelArg {
+    Measured,
+    Profile,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -464,7 +475,12 @@ fn quantization(
     } else {
         Default::default()
     };
-    Ok(pare::egraph::Quantization { settings, ranges, force: mode != QuantizeArg::Auto })
+    Ok(pare::egraph::Quantization {
+        settings,
+        ranges,
+        force: mode != QuantizeArg::Auto,
+        measure: args.cost_model == CostModelArg::Measured,
+    })
 }
 
 fn verify(args: VerifyArgs) -> Result<Outcome> {

@@ -29,6 +29,8 @@ pub enum PipelineError {
     Engine { path: PathBuf, reason: EgraphError },
     #[error("{path}: calibration: {reason}")]
     Calibration { path: PathBuf, reason: String },
+    #[error("{path}: timing the candidates in ONNX Runtime: {reason} (or pass --cost-model profile)")]
+    Measure { path: PathBuf, reason: String },
     #[error("{path}: quantization needs opset {needed}: {reason}")]
     Opset { path: PathBuf, needed: i64, reason: OpsetError },
 }
@@ -171,7 +173,67 @@ pub fn summarize(model: &Model, profile: &DeviceProfile) -> Summary {
 /// rule the model comes back untouched. Graph inputs fixed by `fixed` are
 /// declared with those shapes in the result, since rewrites such as folding
 /// `Shape` rely on them.
+///
+/// Quantizing raises the opset to [`QUANT_OPSET`] first and lowers the
+/// chosen integer operators to QDQ form after. `--quantize auto` with
+/// measured costs also builds the float-only and the fully quantized
+/// candidates, times all three side by side in ONNX Runtime and keeps the
+/// fastest, so the result is never slower than float on the deployment runtime.
 pub fn optimize(
+    model: Model,
+    path: &Path,
+    fixed: &[(String, Vec<i64>)],
+    options: &egraph::Options,
+) -> Result<(Model, Option<EngineReport>), PipelineError> {
+    let Some(quantization) = options.quantization.as_ref().filter(|q| q.measure && !q.force) else {
+        return optimize_once(model, path, fixed, options);
+    };
+    let float_options = egraph::Options {
+        families: options.families.iter().filter(|f| *f != QUANT_FAMILY).cloned().collect(),
+        quantization: None,
+        ..options.clone()
+    };
+    let mut forced = quantization.clone();
+    forced.force = true;
+    let all_options = egraph::Options { quantization: Some(forced), ..options.clone() };
+    let mut candidates = Vec::new();
+    for (name, candidate_options) in [("float", &float_options), ("auto", options), ("all", &all_options)] {
+        let (optimized, report) = optimize_once(model.clone(), path, fixed, candidate_options)?;
+        candidates.push((name, optimized, report));
+    }
+    let protos = candidates
+        .iter()
+        .map(|(name, optimized, _)| {
+            let proto = ir::export(optimized.clone())
+                .map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
+            Ok((format!("{} ({name})", path.display()), proto))
+        })
+        .collect::<Result<Vec<_>, PipelineError>>()?;
+    let seconds = crate::cost::measure::time_models(&protos, END_TO_END_ROUNDS)
+        .map_err(|e| PipelineError::Measure { path: path.to_path_buf(), reason: e.to_string() })?;
+    let fastest = (0..seconds.len()).min_by(|&a, &b| seconds[a].total_cmp(&seconds[b])).unwrap_or(0);
+    let timings: Vec<egraph::CandidateTiming> = candidates
+        .iter()
+        .zip(&seconds)
+        .enumerate()
+        .map(|(i, ((name, _, _), &seconds))| egraph::CandidateTiming {
+            candidate: name.to_string(),
+            seconds,
+            chosen: i == fastest,
+        })
+        .collect();
+    let (_, optimized, report) = candidates.swap_remove(fastest);
+    let report = report.map(|mut r| {
+        r.end_to_end = timings;
+        r
+    });
+    Ok((optimized, report))
+}
+
+/// Rounds of the side-by-side timing of `--quantize auto`'s candidates.
+const END_TO_END_ROUNDS: usize = 15;
+
+fn optimize_once(
     model: Model,
     path: &Path,
     fixed: &[(String, Vec<i64>)],
@@ -189,7 +251,6 @@ pub fn optimize(
         ir::infer::infer(&mut model, fixed).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
     }
     let (mut optimized, report) = egraph::optimize(&model, options).map_err(engine_error)?;
-    if quantizing {}
     declare_fixed_inputs(&mut optimized, fixed);
     ir::infer::infer(&mut optimized, fixed).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
     if !fixed.is_empty() {

@@ -1,9 +1,11 @@
 //! What a node costs: parameters, multiply-accumulates, weight and activation
 //! bytes ([`count`]), and the latency and energy those mean on a device
-//! ([`estimate`], with [`profile`]s of the targets).
+//! ([`estimate`], with [`profile`]s of the targets), or latency measured in
+//! ONNX Runtime ([`measure`]).
 
 pub mod count;
 pub mod estimate;
+pub mod measure;
 pub mod profile;
 
 pub use count::{linear_macs, node_cost, node_weights, weight_size, LinearShapes, NodeCost, WeightSize};

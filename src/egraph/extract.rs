@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::analysis::{ClassFacts, Graph};
 use super::language::{split_op, Onnx};
 use crate::cost::estimate::{bytes_or_one, dims_or_one, elements_or_one};
+use crate::cost::measure::{CallInput, LatencyTable, OperatorCall};
 use crate::cost::{estimate, linear_macs, DeviceProfile, LinearShapes, Objective, Work};
 
 /// What the chosen graph costs.
@@ -74,7 +75,14 @@ fn bytes(facts: &ClassFacts) -> u64 {
 }
 
 impl NodeCosts {
-    pub fn new(egraph: &Graph, profile: &DeviceProfile, objective: Objective) -> NodeCosts {
+    /// Costs from the device profile, with latencies measured in ONNX
+    /// Runtime for the operators [`MEASURED_OPERATORS`] lists when `measured` is given.
+    pub fn new(
+        egraph: &Graph,
+        profile: &DeviceProfile,
+        objective: Objective,
+        mut measured: Option<&mut LatencyTable>,
+    ) -> NodeCosts {
         let mut ids: Vec<Id> = egraph.classes().map(|c| c.id).collect();
         ids.sort();
         let index: HashMap<Id, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
@@ -85,7 +93,14 @@ impl NodeCosts {
                     .nodes
                     .iter()
                     .map(|node| {
-                        let (cost, error) = node_cost(egraph, id, node, profile, objective);
+                        let timed = match (&mut measured, objective) {
+                            (Some(table), Objective::Latency) => measured_latency(egraph, id, node, table),
+                            _ => None,
+                        };
+                        let (cost, error) = match timed {
+                            Some(seconds) => (seconds, 0.0),
+                            None => node_cost(egraph, id, node, profile, objective),
+                        };
                         let children = node.children().iter().map(|c| index[&egraph.find(*c)]).collect();
                         let folded = matches!(node, Onnx::Weights(..));
                         Candidate { node: node.clone(), cost, error, children, folded }
@@ -95,6 +110,54 @@ impl NodeCosts {
             .collect();
         NodeCosts { ids, index, nodes }
     }
+}
+
+/// Operators whose latency is measured when a latency table is given: the
+/// layers quantization chooses between and the conversions around them.
+pub const MEASURED_OPERATORS: &[&str] = &[
+    "Conv",
+    "QLinearConv",
+    "MatMul",
+    "QLinearMatMul",
+    "Gemm",
+    "com.microsoft::QGemm",
+    "Add",
+    "com.microsoft::QLinearAdd",
+    "QuantizeLinear",
+    "DequantizeLinear",
+];
+
+/// The latency of an operator node measured alone in ONNX Runtime, when
+/// every input and the output have static shapes.
+fn measured_latency(egraph: &Graph, class: Id, node: &Onnx, table: &mut LatencyTable) -> Option<f64> {
+    let Onnx::Op(op, children) = node else { return None };
+    if !MEASURED_OPERATORS.contains(&op.as_str()) {
+        return None;
+    }
+    let mut attributes: &[crate::onnx::proto::AttributeProto] = &[];
+    let mut inputs = Vec::new();
+    for &child in children.iter() {
+        if let Some(attrs) = super::analysis::attrs_of(egraph, child) {
+            if !attrs.implicit.is_empty() {
+                return None;
+            }
+            attributes = &attrs.attributes;
+        } else if super::analysis::is_absent(egraph, child) {
+            inputs.push(CallInput::Absent);
+        } else if let Some(tensor) = super::analysis::constant_of(egraph, child) {
+            inputs.push(CallInput::Constant(tensor));
+        } else {
+            let facts = &egraph[child].data;
+            inputs.push(CallInput::Fed(facts.dtype?, facts.static_dims()?));
+        }
+    }
+    while matches!(inputs.last(), Some(CallInput::Absent)) {
+        inputs.pop();
+    }
+    let facts = &egraph[class].data;
+    let (domain, op_type) = split_op(*op);
+    let call = OperatorCall { domain, op_type, attributes, inputs, output: (facts.dtype?, facts.static_dims()?) };
+    table.latency(&call)
 }
 
 /// Cost added to the other alternatives of a class holding a preferred one.

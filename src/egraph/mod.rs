@@ -43,6 +43,8 @@ pub enum EgraphError {
     Extract(#[from] ExtractError),
     #[error("writing the optimized graph: {0}")]
     Export(String),
+    #[error("measuring operator latency in ONNX Runtime: {0} (or pass --cost-model profile)")]
+    Measure(String),
 }
 
 /// Runner limits.
@@ -82,6 +84,9 @@ pub struct Quantization {
     pub settings: quantize::QuantSettings,
     pub ranges: std::collections::BTreeMap<String, crate::eval::calibrate::ActivationRange>,
     pub force: bool,
+    /// Measure the latency of each layer's float and integer forms in ONNX
+    /// Runtime (else the device profile's roofline decides).
+    pub measure: bool,
 }
 
 /// Where one rule fired.
@@ -121,6 +126,19 @@ pub struct EngineReport {
     pub fired: Vec<(String, usize)>,
     pub extraction: Choice,
     pub timings: Timings,
+    /// Operator configurations timed in ONNX Runtime for the cost model.
+    pub measured_configurations: usize,
+    /// With `--quantize auto`: the whole-model candidates timed side by side
+    /// in ONNX Runtime, of which the fastest was kept.
+    pub end_to_end: Vec<CandidateTiming>,
+}
+
+/// A whole-model candidate and its median latency in ONNX Runtime.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CandidateTiming {
+    pub candidate: String,
+    pub seconds: f64,
+    pub chosen: bool,
 }
 
 /// The file a shipped family's rules come from, as errors name it.
@@ -194,7 +212,14 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
 
     let started = Instant::now();
     let force = options.quantization.as_ref().is_some_and(|q| q.force);
-    let mut costs = extract::NodeCosts::new(&built.egraph, &options.profile, options.objective);
+    let mut table = match (&options.quantization, options.objective) {
+        (Some(q), Objective::Latency) if q.measure && !q.force => {
+            let opset = model.opset("").unwrap_or(crate::pipeline::QUANT_OPSET);
+            Some(crate::cost::measure::LatencyTable::new(opset).map_err(|e| EgraphError::Measure(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let mut costs = extract::NodeCosts::new(&built.egraph, &options.profile, options.objective, table.as_mut());
     if force {
         costs.prefer(&built.egraph, quantize::is_quantized_alternative);
     }
@@ -230,6 +255,8 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
         saturation,
         firings,
         fired,
+        measured_configurations: table.as_ref().map_or(0, |t| t.measured),
+        end_to_end: Vec::new(),
         extraction: choice,
         timings: Timings {
             build: build_seconds,

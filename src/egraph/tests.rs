@@ -89,6 +89,7 @@ fn forced_quantization(model: &Model, mode: quantize::QuantMode) -> Quantization
         },
         ranges: calibration.unwrap().ranges,
         force: true,
+        measure: false,
     }
 }
 
