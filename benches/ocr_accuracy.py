@@ -208,7 +208,10 @@ def edit_distance(a, b):
 
 
 def input_name(model_path):
-    return onnx.load(str(model_path), load_external_data=False).graph.input[0].name
+    """The first graph input that is not an initializer (IR 3 lists initializers as inputs)."""
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    initializers = {tensor.name for tensor in graph.initializer}
+    return next(i.name for i in graph.input if i.name not in initializers)
 
 
 def score(kind, session, feeds, lines, classes):

@@ -97,11 +97,13 @@ struct OptimizeArgs {
     /// One weight scale per tensor instead of per output channel.
     #[arg(long)]
     per_tensor: bool,
-    /// Weight levels: full (int8), reduced (7 bits, so int8 kernels that add
-    /// product pairs in int16 cannot saturate), or auto (reduced on devices
-    /// whose profile says so, such as x86-avx2).
+    /// Weight storage: s8 (int8), s8-7bit (int8 limited to ±63, so kernels
+    /// that add product pairs in int16 cannot saturate), u8 (uint8 around
+    /// zero point 128: 8 bits, and u8×u8 kernels do not saturate), or auto
+    /// (u8 on devices whose profile says int8 pairs saturate, such as
+    /// x86-avx2; s8 elsewhere).
     #[arg(long, value_enum, default_value = "auto")]
-    weight_range: WeightRangeArg,
+    weights: WeightsArg,
     /// Saturation limits: iterations, e-nodes, seconds.
     #[arg(long, default_value_t = 30)]
     iter_limit: usize,
@@ -221,11 +223,13 @@ enum ActivationsArg {
     S8,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum WeightRangeArg {
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum WeightsArg {
     Auto,
-    Full,
-    Reduced,
+    S8,
+    #[value(name = "s8-7bit")]
+    S8SevenBit,
+    U8,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -445,11 +449,9 @@ fn quantization(
             ActivationsArg::S8 => ActivationType::Int8,
         },
         per_channel: !args.per_tensor,
-        reduced_range: match args.weight_range {
-            WeightRangeArg::Auto => profile.int8_pairs_saturate,
-            WeightRangeArg::Full => false,
-            WeightRangeArg::Reduced => true,
-        },
+        reduced_range: args.weights == WeightsArg::S8SevenBit,
+        unsigned_weights: args.weights == WeightsArg::U8
+            || (args.weights == WeightsArg::Auto && profile.int8_pairs_saturate),
     };
     let ranges = if settings.mode == QuantMode::Static {
         if !(args.percentile > 0.0 && args.percentile <= 100.0) {

@@ -108,7 +108,8 @@ pub fn from_folder(
     input_names: &[String],
 ) -> Result<impl Iterator<Item = Result<Sample, SampleError>>, SampleError> {
     let stored = stored_samples(dir, input_names)?;
-    Ok(stored.into_iter().map(load))
+    let names = input_names.to_vec();
+    Ok(stored.into_iter().map(move |sample| load(sample, &names)))
 }
 
 fn stored_samples(dir: &Path, input_names: &[String]) -> Result<Vec<StoredSample>, SampleError> {
@@ -161,10 +162,17 @@ fn stored_samples(dir: &Path, input_names: &[String]) -> Result<Vec<StoredSample
     Ok(vec![StoredSample::Files(named)])
 }
 
-fn load(stored: StoredSample) -> Result<Sample, SampleError> {
+/// Reads one stored sample; test_data_set tensors saved without a name take
+/// the graph input's name at their position.
+fn load(stored: StoredSample, input_names: &[String]) -> Result<Sample, SampleError> {
     match stored {
         StoredSample::TestDataSet(dir) => {
-            let set = read_test_data_set(&dir)?;
+            let mut set = read_test_data_set(&dir)?;
+            for (tensor, name) in set.inputs.iter_mut().zip(input_names) {
+                if tensor.name.is_empty() {
+                    tensor.name = name.clone();
+                }
+            }
             Ok(Sample { inputs: set.inputs, expected: set.outputs })
         }
         StoredSample::Files(files) => {

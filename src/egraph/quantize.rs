@@ -71,6 +71,10 @@ pub struct QuantSettings {
     /// 7-bit weights, so integer kernels that accumulate pairs in int16
     /// (x86 AVX2 without VNNI) cannot saturate.
     pub reduced_range: bool,
+    /// Store weights as uint8 with zero point 128 (the same levels, shifted):
+    /// u8×u8 kernels widen to int16 before multiplying, so they cannot
+    /// saturate either, and keep all 8 bits.
+    pub unsigned_weights: bool,
 }
 
 /// Relative error charged for each activation rounded to 8 bits (half a
@@ -253,9 +257,11 @@ fn quantize_weights(
     let layer = quantize(w, dims, &spec, bias).ok()?;
     let error = weight_error(w, &layer, dims, channel_axis);
     let dims_i64: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
-    let values = add_weight(egraph, integer_tensor(DataType::Int8, &dims_i64, &layer.values));
+    let (dtype, zero) = if settings.unsigned_weights { (DataType::Uint8, 128) } else { (DataType::Int8, 0) };
+    let stored: Vec<i32> = layer.values.iter().map(|&v| v + zero).collect();
+    let values = add_weight(egraph, integer_tensor(dtype, &dims_i64, &stored));
     let scales: Vec<f32> = layer.scales.iter().map(|&s| s as f32).collect();
-    let (scale, zero_point) = parameter_leaves(egraph, &scales, &vec![0; scales.len()], DataType::Int8);
+    let (scale, zero_point) = parameter_leaves(egraph, &scales, &vec![zero; scales.len()], dtype);
     let bias = layer.bias.as_ref().map(|b| add_weight(egraph, integer_tensor(DataType::Int32, &[b.len() as i64], b)));
     Some(QuantizedWeights { values, scale, zero_point, bias, error })
 }

@@ -37,6 +37,8 @@ pub struct ActivationRange {
 
 /// Bins of the signed histogram (a multiple of 4, so halving stays aligned).
 const BINS: usize = 2048;
+/// At most about this many values of one tensor of one sample enter the histogram.
+const HISTOGRAM_VALUES_PER_SAMPLE: usize = 1 << 16;
 /// Levels of |x| the entropy method quantizes to (int8's magnitude).
 const ENTROPY_LEVELS: usize = 128;
 
@@ -59,19 +61,34 @@ impl Default for ValueStatistics {
 
 impl ValueStatistics {
     /// Adds the finite values of one sample (non-finite ones are skipped).
-    pub fn add(&mut self, values: impl IntoIterator<Item = f64> + Clone) {
-        let peak = values.clone().into_iter().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs()));
+    pub fn add(&mut self, values: &[f32]) {
+        let (mut low, mut high) = (f32::INFINITY, f32::NEG_INFINITY);
+        for &v in values.iter().filter(|v| v.is_finite()) {
+            low = low.min(v);
+            high = high.max(v);
+        }
+        if low > high {
+            return;
+        }
+        self.min = self.min.min(f64::from(low));
+        self.max = self.max.max(f64::from(high));
+        let peak = f64::from(low.abs().max(high.abs()));
         if self.limit == 0.0 {
             self.limit = if peak > 0.0 { peak } else { f64::MIN_POSITIVE };
         }
         while peak > self.limit {
             self.double_limit();
         }
-        let width = 2.0 * self.limit / BINS as f64;
-        for value in values.into_iter().filter(|v| v.is_finite()) {
-            self.min = self.min.min(value);
-            self.max = self.max.max(value);
-            let bin = ((value + self.limit) / width).floor().clamp(0.0, (BINS - 1) as f64) as usize;
+        // bin = floor((v + limit) / width); `as usize` saturates below 0.
+        let per_bin = (BINS as f64 / (2.0 * self.limit)) as f32;
+        let offset = self.limit as f32;
+        let last = BINS - 1;
+        // Large tensors feed the histogram an evenly strided subset (odd
+        // stride, so it does not line up with power-of-two rows); min and
+        // max above stay exact.
+        let stride = (values.len() / HISTOGRAM_VALUES_PER_SAMPLE).max(1) | 1;
+        for &v in values.iter().step_by(stride).filter(|v| v.is_finite()) {
+            let bin = (((v + offset) * per_bin) as usize).min(last);
             self.counts[bin] += 1;
             self.total += 1;
         }
@@ -197,7 +214,7 @@ pub fn calibrate(
     let mut record = |tensors: &[NamedTensor]| {
         for named in tensors {
             if let Some(values) = named.tensor.as_f32() {
-                statistics.entry(named.name.clone()).or_default().add(values.iter().map(|&v| v as f64));
+                statistics.entry(named.name.clone()).or_default().add(values);
             }
         }
     };
@@ -218,7 +235,7 @@ mod tests {
     fn statistics(batches: &[&[f64]]) -> ValueStatistics {
         let mut s = ValueStatistics::default();
         for batch in batches {
-            s.add(batch.iter().copied());
+            s.add(&batch.iter().map(|&v| v as f32).collect::<Vec<f32>>());
         }
         s
     }
