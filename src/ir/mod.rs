@@ -9,6 +9,7 @@ pub mod export;
 pub mod graph;
 pub mod import;
 pub mod infer;
+mod names;
 pub mod opset;
 pub mod shape;
 pub mod tensor;
