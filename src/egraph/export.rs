@@ -15,7 +15,6 @@ use super::build::{Built, NodeOrigin};
 use super::extract::Choice;
 use super::language::{split_op, Onnx};
 use crate::ir::graph::{Graph, GraphIo, Model, Node, Producer, Value, ValueId, ValueInfoEntry};
-use crate::ir::tensor;
 use crate::onnx::proto::{NodeProto, TensorProto};
 use crate::weights::{self, Operand};
 
@@ -214,16 +213,7 @@ impl<'a> Exporter<'a> {
 
     fn add_initializer(&mut self, class: Id, tensor: TensorProto, base: &str) -> ValueId {
         let name = self.name_for(class, base);
-        let id = self.graph.add_value(Value {
-            name,
-            dtype: tensor::dtype(&tensor),
-            shape: Some(crate::ir::Shape::known(&tensor.dims)),
-            producer: Producer::Initializer,
-            initializer: Some(tensor),
-            declared: None,
-        });
-        self.graph.initializers.push(id);
-        id
+        self.graph.add_initializer(name, tensor)
     }
 
     /// The value a class stands for; `None` for an omitted input.

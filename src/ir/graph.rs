@@ -178,6 +178,22 @@ impl Graph {
         id
     }
 
+    /// Adds a constant initializer under `name`, which must be new to the
+    /// graph; the tensor takes the name too.
+    pub fn add_initializer(&mut self, name: String, mut tensor: TensorProto) -> ValueId {
+        tensor.name = Some(name.clone());
+        let id = self.add_value(Value {
+            name,
+            dtype: super::tensor::dtype(&tensor),
+            shape: Some(Shape::known(&tensor.dims)),
+            producer: Producer::Initializer,
+            initializer: Some(tensor),
+            declared: None,
+        });
+        self.initializers.push(id);
+        id
+    }
+
     pub fn node(&self, index: NodeIndex) -> &Node {
         &self.nodes[index]
     }

@@ -9,7 +9,9 @@ pub mod export;
 pub mod graph;
 pub mod import;
 pub mod infer;
+mod names;
 pub mod opset;
+pub mod qdq;
 pub mod shape;
 pub mod tensor;
 
@@ -18,6 +20,7 @@ pub use export::export;
 pub use graph::{AttributeList, Edge, Graph, GraphIo, Model, Node, Producer, Value, ValueId, ValueInfoEntry};
 pub use import::import;
 pub use opset::{upgrade as upgrade_opset, OpsetError, Upgrade};
+pub use qdq::{lower_to_qdq, Lowered, QdqError};
 pub use shape::{Dim, Shape};
 
 /// Why a model cannot be turned into (or out of) the IR.

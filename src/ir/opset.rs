@@ -80,6 +80,7 @@ use serde::Serialize;
 
 use super::dtype::DataType;
 use super::graph::{AttributeList, Graph, Model, Node, Producer, Value, ValueId, ValueInfoEntry};
+use super::names::Names;
 use super::shape::Shape;
 use super::{attribute, tensor, IrError};
 use crate::onnx::proto::{
@@ -823,63 +824,6 @@ fn unlist_initializers(graph: &mut Graph) -> usize {
     listed.len()
 }
 
-/// Every value and node name in a model, its subgraphs and functions, so new
-/// names are unique model-wide (subgraph names may not shadow outer ones).
-#[derive(Default)]
-struct Names {
-    values: HashSet<String>,
-    nodes: HashSet<String>,
-}
-
-impl Names {
-    fn of_model(model: &Model) -> Names {
-        let mut names = Names::default();
-        names.values.extend(model.graph.values.iter().map(|v| v.name.clone()));
-        for node in model.graph.nodes.node_weights() {
-            names.nodes.insert(node.name.clone());
-            names.add_attribute_graphs(&node.attributes);
-        }
-        for function in &model.header.functions {
-            names.values.extend(function.input.iter().chain(&function.output).cloned());
-            function.node.iter().for_each(|node| names.add_node_proto(node));
-        }
-        names
-    }
-
-    fn add_attribute_graphs(&mut self, attributes: &[AttributeProto]) {
-        for graph in attributes.iter().flat_map(|a| a.g.iter().chain(&a.graphs)) {
-            let declared = graph.input.iter().chain(&graph.output).filter_map(|v| v.name.clone());
-            self.values.extend(declared);
-            self.values.extend(graph.initializer.iter().filter_map(|t| t.name.clone()));
-            graph.node.iter().for_each(|node| self.add_node_proto(node));
-        }
-    }
-
-    fn add_node_proto(&mut self, node: &NodeProto) {
-        self.nodes.extend(node.name.clone());
-        self.values.extend(node.output.iter().cloned());
-        self.add_attribute_graphs(&node.attribute);
-    }
-
-    fn fresh(taken: &mut HashSet<String>, base: &str) -> String {
-        let mut candidate = base.to_string();
-        let mut suffix = 0;
-        while !taken.insert(candidate.clone()) {
-            suffix += 1;
-            candidate = format!("{base}_{suffix}");
-        }
-        candidate
-    }
-
-    fn value(&mut self, base: &str) -> String {
-        Names::fresh(&mut self.values, base)
-    }
-
-    fn node(&mut self, base: &str) -> String {
-        Names::fresh(&mut self.nodes, base)
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The edits a rewrite makes to one graph
 
@@ -1001,17 +945,7 @@ impl Rewrite<'_> {
             return self.add_node(n, "Constant", vec![], vec![attribute::tensor("value", tensor)], None);
         }
         let name = self.up.names.value(&format!("{}_{hint}", self.base(n)));
-        tensor.name = Some(name.clone());
-        let id = self.graph.add_value(Value {
-            name,
-            dtype: tensor::dtype(&tensor),
-            shape: Some(Shape::known(&tensor.dims)),
-            producer: Producer::Initializer,
-            initializer: Some(tensor),
-            declared: None,
-        });
-        self.graph.initializers.push(id);
-        id
+        self.graph.add_initializer(name, tensor)
     }
 
     fn int64_constant(&mut self, n: NodeIndex, hint: &str, dims: &[i64], values: &[i64]) -> ValueId {
