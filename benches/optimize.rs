@@ -22,6 +22,7 @@ fn main() {
         objective: Objective::Latency,
         profile: DeviceProfile::shipped("x86-avx2").expect("shipped profile"),
         budget: 0.0,
+        quantization: None,
     };
     let mut best: Option<Timings> = None;
     let total = |t: &Timings| t.build + t.saturate + t.extract + t.export;

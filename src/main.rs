@@ -450,10 +450,9 @@ fn quantization(
         },
         per_channel: !args.per_tensor,
         reduced_range: args.weights == WeightsArg::S8SevenBit,
-        unsigned_weights: args.weights == WeightsArg::U8
-            || (args.weights == WeightsArg::Auto && profile.int8_pairs_saturate),
+        unsigned_weights: args.weights == WeightsArg::U8,
     };
-    let ranges = if settings.mode == QuantMode::Static {
+    let (ranges, probe) = if settings.mode == QuantMode::Static {
         if !(args.percentile > 0.0 && args.percentile <= 100.0) {
             anyhow::bail!("--percentile must be in (0, 100], not {}", args.percentile);
         }
@@ -473,15 +472,20 @@ fn quantization(
                 pipeline::CalibrationSource::Random { count: args.calib_samples, seed: args.seed }
             }
         };
-        pipeline::calibrate(model, &args.input, fixed, &source, method)?.ranges
+        let calibrated = pipeline::calibrate(model, &args.input, fixed, &source, method)?;
+        (calibrated.calibration.ranges, calibrated.probe)
     } else {
         Default::default()
     };
+    // Signed weights where the runtime's kernels agree with its reference
+    // semantics on the calibration data; unsigned where they saturate.
+    let check_saturation = args.weights == WeightsArg::Auto && profile.int8_pairs_saturate;
     Ok(pare::egraph::Quantization {
         settings,
         ranges,
         force: mode != QuantizeArg::Auto,
         measure: args.cost_model == CostModelArg::Measured,
+        saturation_probe: if check_saturation { probe } else { Vec::new() },
     })
 }
 

@@ -11,7 +11,7 @@ use crate::cost::{graph_estimate, DeviceProfile};
 use crate::egraph::{self, EgraphError, EngineReport};
 use crate::eval::calibrate::{self, Calibration, RangeMethod};
 use crate::eval::EvaluatorBuilder;
-use crate::ir::{self, DataType, IrError, Model, OpsetError, Shape};
+use crate::ir::{self, DataType, IrError, Model, OpsetError, QdqError, Shape};
 use crate::onnx::proto::type_proto;
 use crate::onnx::{self, OnnxError, WriteOptions};
 use crate::samples;
@@ -29,10 +29,12 @@ pub enum PipelineError {
     Engine { path: PathBuf, reason: EgraphError },
     #[error("{path}: calibration: {reason}")]
     Calibration { path: PathBuf, reason: String },
+    #[error("{path}: writing QDQ nodes: {reason}")]
+    Qdq { path: PathBuf, reason: QdqError },
     #[error("{path}: timing the candidates in ONNX Runtime: {reason} (or pass --cost-model profile)")]
     Measure { path: PathBuf, reason: String },
     #[error("{path}: quantization needs opset {needed}: {reason}")]
-    Opset { path: PathBuf, needed: i64, reason: OpsetError },
+    Opset { path: PathBuf, needed: i64, reason: Box<OpsetError> },
 }
 
 /// A model loaded into the IR, with what the writer needs to know of its source.
@@ -72,6 +74,15 @@ pub enum CalibrationSource {
     Random { count: usize, seed: u64 },
 }
 
+/// Calibration ranges and the first few samples (kept to probe the quantized model).
+pub struct Calibrated {
+    pub calibration: Calibration,
+    pub probe: Vec<Vec<crate::eval::NamedTensor>>,
+}
+
+/// Samples kept in [`Calibrated::probe`].
+const PROBE_SAMPLES: usize = 4;
+
 /// Runs the calibration samples through the embedded evaluator once,
 /// capturing every float value the model's nodes compute, and returns their ranges.
 pub fn calibrate(
@@ -80,7 +91,7 @@ pub fn calibrate(
     fixed: &[(String, Vec<i64>)],
     source: &CalibrationSource,
     method: RangeMethod,
-) -> Result<Calibration, PipelineError> {
+) -> Result<Calibrated, PipelineError> {
     let failed = |reason: String| PipelineError::Calibration { path: path.to_path_buf(), reason };
     let captured: Vec<String> = model
         .graph
@@ -111,7 +122,41 @@ pub fn calibrate(
     if inputs.is_empty() {
         return Err(failed("no calibration samples".into()));
     }
-    calibrate::calibrate(&evaluator, inputs, method).map_err(|e| failed(e.to_string()))
+    let probe = inputs.iter().take(PROBE_SAMPLES).cloned().collect();
+    let calibration = calibrate::calibrate(&evaluator, inputs, method).map_err(|e| failed(e.to_string()))?;
+    Ok(Calibrated { calibration, probe })
+}
+
+/// Relative L2 disagreement of ONNX Runtime's fused kernels with its
+/// reference semantics beyond which signed weights count as saturating.
+pub const SATURATION_TOLERANCE: f64 = 0.05;
+
+/// Relative L2 distance between ONNX Runtime's outputs with all graph
+/// optimizations (integer kernels) and with none (reference semantics).
+pub fn fused_vs_reference(
+    model: &Model,
+    path: &Path,
+    probe: &[Vec<crate::eval::NamedTensor>],
+) -> Result<f64, PipelineError> {
+    use crate::onnxruntime::{GraphOptimization, OrtSession};
+    use prost::Message;
+    let failed = |reason: String| PipelineError::Measure { path: path.to_path_buf(), reason };
+    let proto = ir::export(model.clone()).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
+    let bytes = proto.encode_to_vec();
+    let mut fused = OrtSession::from_bytes(&bytes, path, GraphOptimization::All).map_err(|e| failed(e.to_string()))?;
+    let mut reference =
+        OrtSession::from_bytes(&bytes, path, GraphOptimization::None).map_err(|e| failed(e.to_string()))?;
+    let (mut difference, mut norm) = (0.0, 0.0);
+    for sample in probe {
+        let a = fused.run(sample).map_err(|e| failed(e.to_string()))?;
+        let b = reference.run(sample).map_err(|e| failed(e.to_string()))?;
+        for (x, y) in a.iter().zip(&b) {
+            let (Some(x), Some(y)) = (x.tensor.to_f64(), y.tensor.to_f64()) else { continue };
+            difference += x.iter().zip(&y).map(|(p, q)| (p - q) * (p - q)).sum::<f64>();
+            norm += y.iter().map(|q| q * q).sum::<f64>();
+        }
+    }
+    Ok(if norm > 0.0 { (difference / norm).sqrt() } else { difference.sqrt() })
 }
 
 /// Parses `--passes`: `none`, `all`, or a comma-separated list of families.
@@ -246,15 +291,30 @@ fn optimize_once(
     let quantizing = options.quantization.is_some() && options.families.iter().any(|f| f == QUANT_FAMILY);
     let mut model = model;
     if quantizing && model.opset("").unwrap_or(1) < QUANT_OPSET {
-        let opset_error = |reason| PipelineError::Opset { path: path.to_path_buf(), needed: QUANT_OPSET, reason };
+        let opset_error =
+            |reason| PipelineError::Opset { path: path.to_path_buf(), needed: QUANT_OPSET, reason: Box::new(reason) };
         ir::upgrade_opset(&mut model, QUANT_OPSET).map_err(opset_error)?;
         ir::infer::infer(&mut model, fixed).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
     }
     let (mut optimized, report) = egraph::optimize(&model, options).map_err(engine_error)?;
+    if quantizing {
+        ir::lower_to_qdq(&mut optimized).map_err(|reason| PipelineError::Qdq { path: path.to_path_buf(), reason })?;
+    }
     declare_fixed_inputs(&mut optimized, fixed);
     ir::infer::infer(&mut optimized, fixed).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
     if !fixed.is_empty() {
         declare_inferred_shapes(&mut optimized);
+    }
+    if let Some(quantization) = options.quantization.as_ref().filter(|q| quantizing && !q.saturation_probe.is_empty()) {
+        if !quantization.settings.unsigned_weights
+            && fused_vs_reference(&optimized, path, &quantization.saturation_probe)? > SATURATION_TOLERANCE
+        {
+            let mut unsigned = quantization.clone();
+            unsigned.settings.unsigned_weights = true;
+            unsigned.saturation_probe.clear();
+            let options = egraph::Options { quantization: Some(unsigned), ..options.clone() };
+            return optimize_once(model, path, fixed, &options);
+        }
     }
     Ok((optimized, Some(report)))
 }

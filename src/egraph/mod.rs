@@ -87,6 +87,10 @@ pub struct Quantization {
     /// Measure the latency of each layer's float and integer forms in ONNX
     /// Runtime (else the device profile's roofline decides).
     pub measure: bool,
+    /// Samples on which ONNX Runtime's integer kernels must agree with its
+    /// reference semantics; where signed weights make them saturate, the
+    /// model is quantized again with unsigned weights (empty: no check).
+    pub saturation_probe: Vec<Vec<crate::eval::NamedTensor>>,
 }
 
 /// Where one rule fired.

@@ -88,9 +88,10 @@ fn forced_quantization(model: &Model, mode: quantize::QuantMode) -> Quantization
             reduced_range: false,
             unsigned_weights: true,
         },
-        ranges: calibration.unwrap().ranges,
+        ranges: calibration.unwrap().calibration.ranges,
         force: true,
         measure: false,
+        saturation_probe: Vec::new(),
     }
 }
 

@@ -1,0 +1,130 @@
+//! `pare optimize --quantize` end to end: the output is QDQ (QuantizeLinear /
+//! DequantizeLinear around float operators, no operator-form integer nodes
+//! left), at opset 13 or above, at most 0.27x the float file (SqueezeNet), passes
+//! onnx.checker's full check, and stays within the stated tolerance of the
+//! float model in ONNX Runtime with its integer kernels (`--ort-opt all`)
+//! and with reference semantics (`--ort-opt none`).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use pare::onnx::read_model;
+
+/// Relative L2 error allowed against fp32 (int8 weights and activations).
+const MAX_REL_L2: &str = "0.08";
+
+fn python() -> Option<std::path::PathBuf> {
+    std::env::var_os("PARE_PYTHON").map(Into::into)
+}
+
+/// Quantizes `model` into `out` (exit status must be 0).
+fn quantize(model: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["optimize", model.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let run = common::pare(&args);
+    let stderr = common::stderr(&run);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    stderr
+}
+
+/// `pare verify` of the quantized model against the float one in ONNX Runtime.
+fn verify_in_ort(model: &Path, out: &Path, level: &str, extra: &[&str]) {
+    let mut args = vec!["verify", model.to_str().unwrap(), out.to_str().unwrap(), "--runtime", "ort"];
+    args.extend(["--ort-opt", level, "--max-rel-l2", MAX_REL_L2]);
+    args.extend_from_slice(extra);
+    let run = common::pare(&args);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "--ort-opt {level}: {}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        common::stderr(&run)
+    );
+}
+
+fn check_qdq_form(out: &Path) -> (usize, usize) {
+    let model = read_model(out).unwrap().model;
+    let opset = model.opset_import.iter().find(|o| o.domain.as_deref().unwrap_or("").is_empty()).unwrap();
+    assert!(opset.version.unwrap() >= 13, "opset {:?}", opset.version);
+    let graph = model.graph.as_ref().unwrap();
+    let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_deref().unwrap_or("")).collect();
+    for op in ["QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd"] {
+        assert!(!ops.contains(&op), "{op} left in operator form: {ops:?}");
+    }
+    let count = |op: &str| ops.iter().filter(|o| **o == op).count();
+    (count("QuantizeLinear"), count("DequantizeLinear"))
+}
+
+fn onnx_checker(out: &Path) {
+    let Some(python) = python() else { return };
+    let script = "import sys, onnx; onnx.checker.check_model(sys.argv[1], full_check=True)";
+    let run = Command::new(python).args(["-c", script]).arg(out).output().unwrap();
+    assert!(run.status.success(), "onnx.checker: {}", String::from_utf8_lossy(&run.stderr));
+}
+
+#[test]
+fn a_quantized_residual_block_is_qdq_checked_and_close_in_both_ort_modes() {
+    if python().is_none() && std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        eprintln!("skipped: ONNX Runtime not available (set PARE_PYTHON)");
+        return;
+    }
+    let model = common::repo().join("golden/resnet_block_op13/model.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("int8.onnx");
+    let shape = ["--input-shape", "images=1,3,32,32"];
+    // Calibration and verification both draw seeded N(0,1) images.
+    let mut args = vec!["--quantize", "all", "--calib-samples", "16", "--runtime", "ort", "--ort-opt", "all"];
+    args.extend(["--max-rel-l2", MAX_REL_L2]);
+    args.extend(shape);
+    let stderr = quantize(&model, &out, &args);
+    assert!(stderr.contains("no --calib DIR given"), "the random-calibration warning: {stderr}");
+    let (quantize_nodes, dequantize_nodes) = check_qdq_form(&out);
+    // Every Conv, Add and the Gemm read quantized inputs: one DQ per weight,
+    // bias and integer input; integer layers chain without re-quantizing.
+    assert!(quantize_nodes >= 9 && dequantize_nodes >= 20, "{quantize_nodes} Q, {dequantize_nodes} DQ");
+    onnx_checker(&out);
+    for level in ["all", "none"] {
+        verify_in_ort(&model, &out, level, &shape);
+    }
+}
+
+#[test]
+fn weight_only_quantization_keeps_float_compute_and_quarter_weights() {
+    let model = common::repo().join("golden/resnet_block_op13/model.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("w8.onnx");
+    let args =
+        ["--quantize", "weights", "--objective", "size", "--max-rel-l2", "0.02", "--input-shape", "images=1,3,32,32"];
+    quantize(&model, &out, &args);
+    let (quantize_nodes, dequantize_nodes) = check_qdq_form(&out);
+    assert_eq!(quantize_nodes, 0);
+    assert_eq!(dequantize_nodes, 7, "six Conv weights and the Gemm's");
+    onnx_checker(&out);
+}
+
+#[test]
+fn a_fetched_opset_9_model_is_upgraded_quantized_and_verified_on_its_own_data() {
+    let Some(squeezenet) = common::fetched("squeezenet") else {
+        assert!(std::env::var_os("PARE_REQUIRE_MODELS").is_none(), "squeezenet was not fetched");
+        return;
+    };
+    if python().is_none() {
+        return;
+    }
+    let data = squeezenet.path.parent().unwrap().to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("int8.onnx");
+    let calib = ["--calib", data.to_str().unwrap()];
+    quantize(&squeezenet.path, &out, &[&["--quantize", "all", "--weights", "s8", "--no-verify"], &calib[..]].concat());
+    check_qdq_form(&out);
+    onnx_checker(&out);
+    let inputs = ["--inputs", data.to_str().unwrap()];
+    for level in ["all", "none"] {
+        verify_in_ort(&squeezenet.path, &out, level, &inputs);
+    }
+    let ratio =
+        std::fs::metadata(&out).unwrap().len() as f64 / std::fs::metadata(&squeezenet.path).unwrap().len() as f64;
+    assert!(ratio <= 0.27, "size ratio {ratio}");
+}
