@@ -127,36 +127,57 @@ pub fn calibrate(
     Ok(Calibrated { calibration, probe })
 }
 
-/// Relative L2 disagreement of ONNX Runtime's fused kernels with its
-/// reference semantics beyond which signed weights count as saturating.
-pub const SATURATION_TOLERANCE: f64 = 0.05;
+/// Integer kernels count as saturating when their disagreement with ONNX
+/// Runtime's reference semantics exceeds this share of the quantization
+/// error itself (reference semantics against the float model). Rounding
+/// differences between fused and reference kernels stay well below it.
+pub const SATURATION_SHARE: f64 = 0.5;
 
-/// Relative L2 distance between ONNX Runtime's outputs with all graph
-/// optimizations (integer kernels) and with none (reference semantics).
-pub fn fused_vs_reference(
-    model: &Model,
-    path: &Path,
-    probe: &[Vec<crate::eval::NamedTensor>],
-) -> Result<f64, PipelineError> {
-    use crate::onnxruntime::{GraphOptimization, OrtSession};
-    use prost::Message;
-    let failed = |reason: String| PipelineError::Measure { path: path.to_path_buf(), reason };
-    let proto = ir::export(model.clone()).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
-    let bytes = proto.encode_to_vec();
-    let mut fused = OrtSession::from_bytes(&bytes, path, GraphOptimization::All).map_err(|e| failed(e.to_string()))?;
-    let mut reference =
-        OrtSession::from_bytes(&bytes, path, GraphOptimization::None).map_err(|e| failed(e.to_string()))?;
+/// Relative L2 distance between two runs' outputs, over all samples.
+fn relative_l2(runs: &[(Vec<crate::eval::NamedTensor>, Vec<crate::eval::NamedTensor>)]) -> f64 {
     let (mut difference, mut norm) = (0.0, 0.0);
-    for sample in probe {
-        let a = fused.run(sample).map_err(|e| failed(e.to_string()))?;
-        let b = reference.run(sample).map_err(|e| failed(e.to_string()))?;
-        for (x, y) in a.iter().zip(&b) {
+    for (candidate, reference) in runs {
+        for (x, y) in candidate.iter().zip(reference) {
             let (Some(x), Some(y)) = (x.tensor.to_f64(), y.tensor.to_f64()) else { continue };
             difference += x.iter().zip(&y).map(|(p, q)| (p - q) * (p - q)).sum::<f64>();
             norm += y.iter().map(|q| q * q).sum::<f64>();
         }
     }
-    Ok(if norm > 0.0 { (difference / norm).sqrt() } else { difference.sqrt() })
+    if norm > 0.0 {
+        (difference / norm).sqrt()
+    } else {
+        difference.sqrt()
+    }
+}
+
+/// Whether ONNX Runtime's integer kernels (all graph optimizations) depart
+/// from its reference semantics (none) on `probe` by more than
+/// [`SATURATION_SHARE`] of the quantization error against `float`.
+pub fn integer_kernels_saturate(
+    quantized: &Model,
+    float: &Model,
+    path: &Path,
+    probe: &[Vec<crate::eval::NamedTensor>],
+) -> Result<bool, PipelineError> {
+    use crate::onnxruntime::{GraphOptimization, OrtSession};
+    use prost::Message;
+    let failed = |reason: String| PipelineError::Measure { path: path.to_path_buf(), reason };
+    let session = |model: &Model, level| -> Result<OrtSession, PipelineError> {
+        let proto =
+            ir::export(model.clone()).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
+        OrtSession::from_bytes(&proto.encode_to_vec(), path, level).map_err(|e| failed(e.to_string()))
+    };
+    let mut fused = session(quantized, GraphOptimization::All)?;
+    let mut reference = session(quantized, GraphOptimization::None)?;
+    let mut original = session(float, GraphOptimization::None)?;
+    let (mut kernels, mut quantization) = (Vec::new(), Vec::new());
+    for sample in probe {
+        let run = |s: &mut OrtSession| s.run(sample).map_err(|e| failed(e.to_string()));
+        let (a, b, f) = (run(&mut fused)?, run(&mut reference)?, run(&mut original)?);
+        kernels.push((a, b.clone()));
+        quantization.push((b, f));
+    }
+    Ok(relative_l2(&kernels) > SATURATION_SHARE * relative_l2(&quantization).max(1e-3))
 }
 
 /// Parses `--passes`: `none`, `all`, or a comma-separated list of families.
@@ -307,7 +328,7 @@ fn optimize_once(
     }
     if let Some(quantization) = options.quantization.as_ref().filter(|q| quantizing && !q.saturation_probe.is_empty()) {
         if !quantization.settings.unsigned_weights
-            && fused_vs_reference(&optimized, path, &quantization.saturation_probe)? > SATURATION_TOLERANCE
+            && integer_kernels_saturate(&optimized, &model, path, &quantization.saturation_probe)?
         {
             let mut unsigned = quantization.clone();
             unsigned.settings.unsigned_weights = true;
