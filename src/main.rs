@@ -343,7 +343,12 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
         (None, Some(QuantizeArg::Auto)) => f64::INFINITY,
         (None, _) => 0.0,
     };
-    let tolerance = Tolerance { rtol: args.rtol, atol: args.atol, max_rel_l2: args.max_rel_l2, min_top1: None };
+    let mut tolerance = Tolerance { rtol: args.rtol, atol: args.atol, max_rel_l2: args.max_rel_l2, min_top1: None };
+    let no_tolerance_given = args.rtol.is_none() && args.atol.is_none() && args.max_rel_l2.is_none();
+    if no_tolerance_given && matches!(args.quantize, Some(QuantizeArg::Auto | QuantizeArg::All)) {
+        // Integer activations and weights: the declared tolerance is relative L2.
+        tolerance.max_rel_l2 = Some(DEFAULT_QUANTIZED_REL_L2);
+    }
     tolerance.validate()?;
     let options = Options {
         families,
@@ -387,8 +392,17 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
         let mut candidate =
             Runtime::from_model(&proto, &label, choice, &fixed).with_context(|| format!("cannot verify {hint}"))?;
         // Dims left symbolic are verified at 1 (fix them with --input-shape).
-        let specs = pare::samples::input_specs_filled(&original, 1)?;
-        let samples = pare::samples::random(&specs, args.samples, args.seed)?.map(Ok);
+        let samples: Box<dyn Iterator<Item = Result<pare::samples::Sample, pare::samples::SampleError>>> =
+            match (&args.calib, args.quantize) {
+                // A quantized model is verified on the data it was calibrated for.
+                (Some(dir), Some(QuantizeArg::Auto | QuantizeArg::All)) => Box::new(
+                    pare::samples::from_folder(dir, &pare::samples::input_names(&original))?.take(args.samples),
+                ),
+                _ => {
+                    let specs = pare::samples::input_specs_filled(&original, 1)?;
+                    Box::new(pare::samples::random(&specs, args.samples, args.seed)?.map(Ok))
+                }
+            };
         Some(pare::verify::compare(&mut candidate, Some(&mut reference), samples, &tolerance, &label)?)
     };
     let passed = verification.as_ref().is_none_or(|v| v.passed);
@@ -430,6 +444,9 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
     }
     Ok(Outcome::Success)
 }
+
+/// The relative L2 error `--quantize auto|all` verifies against when no tolerance is given.
+const DEFAULT_QUANTIZED_REL_L2: f64 = 0.1;
 
 /// Calibrates the model (unless only weights are quantized) and gathers the settings.
 fn quantization(
