@@ -275,16 +275,21 @@ pub fn optimize(
             Ok((format!("{} ({name})", path.display()), proto))
         })
         .collect::<Result<Vec<_>, PipelineError>>()?;
-    let seconds = crate::cost::measure::time_models(&protos, END_TO_END_ROUNDS)
-        .map_err(|e| PipelineError::Measure { path: path.to_path_buf(), reason: e.to_string() })?;
+    // A candidate ONNX Runtime cannot run is never chosen (the float one always can).
+    let timed = crate::cost::measure::time_models(&protos, END_TO_END_ROUNDS);
+    if let Err(error) = &timed[0] {
+        return Err(PipelineError::Measure { path: path.to_path_buf(), reason: error.to_string() });
+    }
+    let seconds: Vec<f64> = timed.iter().map(|t| *t.as_ref().unwrap_or(&f64::INFINITY)).collect();
     let fastest = (0..seconds.len()).min_by(|&a, &b| seconds[a].total_cmp(&seconds[b])).unwrap_or(0);
     let timings: Vec<egraph::CandidateTiming> = candidates
         .iter()
-        .zip(&seconds)
+        .zip(&timed)
         .enumerate()
-        .map(|(i, ((name, _, _), &seconds))| egraph::CandidateTiming {
+        .map(|(i, ((name, _, _), timed))| egraph::CandidateTiming {
             candidate: name.to_string(),
-            seconds,
+            seconds: *timed.as_ref().unwrap_or(&f64::INFINITY),
+            error: timed.as_ref().err().map(ToString::to_string),
             chosen: i == fastest,
         })
         .collect();

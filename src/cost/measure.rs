@@ -157,23 +157,30 @@ fn filled_inputs(model: &ModelProto) -> Vec<NamedTensor> {
 /// Median seconds per run of whole models (labelled), timed side by side:
 /// `rounds` rounds, each running every model once in turn, after one warm-up
 /// run each. Inputs are filled from each model's (static) input declarations.
-pub fn time_models(models: &[(String, ModelProto)], rounds: usize) -> Result<Vec<f64>, OrtError> {
-    let mut sessions = Vec::new();
-    for (label, model) in models {
-        let mut session = OrtSession::from_bytes(&model.encode_to_vec(), Path::new(label), GraphOptimization::All)?;
-        let inputs = filled_inputs(model);
-        session.run(&inputs)?;
-        sessions.push((session, inputs));
-    }
-    let mut runs = vec![Vec::new(); models.len()];
+/// A model ONNX Runtime cannot load or run gets its error instead of a time.
+pub fn time_models(models: &[(String, ModelProto)], rounds: usize) -> Vec<Result<f64, OrtError>> {
+    let mut sessions: Vec<Result<(OrtSession, Vec<NamedTensor>), OrtError>> = models
+        .iter()
+        .map(|(label, model)| {
+            let mut session = OrtSession::from_bytes(&model.encode_to_vec(), Path::new(label), GraphOptimization::All)?;
+            let inputs = filled_inputs(model);
+            session.run(&inputs)?;
+            Ok((session, inputs))
+        })
+        .collect();
+    let mut runs: Vec<Result<Vec<f64>, OrtError>> =
+        sessions.iter().map(|s| s.as_ref().map(|_| Vec::new()).map_err(Clone::clone)).collect();
     for _ in 0..rounds.max(1) {
-        for ((session, inputs), times) in sessions.iter_mut().zip(&mut runs) {
+        for (session, times) in sessions.iter_mut().zip(&mut runs) {
+            let (Ok((session, inputs)), Ok(list)) = (session, times.as_mut()) else { continue };
             let run = Instant::now();
-            session.run(inputs)?;
-            times.push(run.elapsed().as_secs_f64());
+            match session.run(inputs) {
+                Ok(_) => list.push(run.elapsed().as_secs_f64()),
+                Err(error) => *times = Err(error),
+            }
         }
     }
-    Ok(runs.into_iter().map(median).collect())
+    runs.into_iter().map(|times| times.map(median)).collect()
 }
 
 /// The model with every initializer reduced to its type and dims.

@@ -141,7 +141,9 @@ pub struct EngineReport {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct CandidateTiming {
     pub candidate: String,
+    /// Infinite when ONNX Runtime could not run it ([`error`](Self::error) says why).
     pub seconds: f64,
+    pub error: Option<String>,
     pub chosen: bool,
 }
 
