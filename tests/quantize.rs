@@ -129,3 +129,19 @@ fn a_fetched_opset_9_model_is_upgraded_quantized_and_verified_on_its_own_data() 
         std::fs::metadata(&out).unwrap().len() as f64 / std::fs::metadata(&squeezenet.path).unwrap().len() as f64;
     assert!(ratio <= 0.27, "size ratio {ratio}");
 }
+
+#[test]
+fn a_missing_calibration_folder_is_exit_2_naming_it_with_nothing_written() {
+    let model = common::repo().join("golden/resnet_block_op13/model.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("int8.onnx");
+    let missing = dir.path().join("no-such-calib");
+    let args = ["optimize", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--quantize", "all"];
+    let run = common::pare(
+        &[&args[..], &["--calib", missing.to_str().unwrap(), "--input-shape", "images=1,3,32,32"]].concat(),
+    );
+    let stderr = common::stderr(&run);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no-such-calib"), "{stderr}");
+    assert!(!out.exists());
+}
