@@ -105,6 +105,13 @@ const DATA_MOVEMENT: &[(&str, Option<usize>)] = &[
     ("Concat", None),
 ];
 
+/// Whether the class already holds a quantized alternative (rules re-run on
+/// every match each iteration; quantizing the weights again would only find
+/// the same nodes).
+fn already_quantized(egraph: &Graph, class: Id) -> bool {
+    egraph[class].nodes.iter().any(|node| is_quantized_alternative(egraph, node))
+}
+
 /// The settings, when the family may quantize activations here.
 fn static_settings(egraph: &Graph) -> Option<QuantSettings> {
     egraph.analysis.quantization.clone().filter(|s| s.mode == QuantMode::Static)
@@ -295,6 +302,9 @@ fn weight_only_alternative(egraph: &mut Graph, root: Id, op: &str, children: Vec
 }
 
 pub(super) fn quantize_conv(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+    if already_quantized(egraph, root) {
+        return None;
+    }
     let (x, w, b, attrs) = (var(subst, "?x")?, var(subst, "?w")?, var(subst, "?b")?, var(subst, "?a")?);
     let (values, dims) = float_weight(egraph, w)?;
     if dims.len() < 3 {
@@ -333,6 +343,9 @@ pub(super) fn quantize_conv(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
 }
 
 pub(super) fn quantize_matmul(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+    if already_quantized(egraph, root) {
+        return None;
+    }
     let (x, w, attrs) = (var(subst, "?x")?, var(subst, "?w")?, var(subst, "?a")?);
     let (values, dims) = float_weight(egraph, w)?;
     if dims.len() != 2 || egraph[x].data.shape.as_ref().is_none_or(|s| s.rank() < 2) {
@@ -362,6 +375,9 @@ pub(super) fn quantize_matmul(egraph: &mut Graph, root: Id, subst: &Subst, _op: 
 }
 
 pub(super) fn quantize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+    if already_quantized(egraph, root) {
+        return None;
+    }
     let (x, w, c, attrs) = (var(subst, "?x")?, var(subst, "?w")?, var(subst, "?c")?, var(subst, "?a")?);
     let gemm = attrs_of(egraph, attrs)?.clone();
     let trans_b = gemm.attr_int("transB").unwrap_or(0) != 0;
@@ -415,6 +431,9 @@ pub(super) fn quantize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
 }
 
 pub(super) fn quantize_add(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+    if already_quantized(egraph, root) {
+        return None;
+    }
     let settings = static_settings(egraph)?;
     let (a, b) = (var(subst, "?x")?, var(subst, "?y")?);
     if egraph[root].data.dtype != Some(DataType::Float) {
