@@ -112,6 +112,11 @@ fn already_quantized(egraph: &Graph, class: Id) -> bool {
     egraph[class].nodes.iter().any(|node| is_quantized_alternative(egraph, node))
 }
 
+/// Whether the family stores weights only (float compute).
+fn weights_only(egraph: &Graph) -> bool {
+    egraph.analysis.quantization.as_ref().is_some_and(|s| s.mode == QuantMode::WeightsOnly)
+}
+
 /// The settings, when the family may quantize activations here.
 fn static_settings(egraph: &Graph) -> Option<QuantSettings> {
     egraph.analysis.quantization.clone().filter(|s| s.mode == QuantMode::Static)
@@ -291,7 +296,7 @@ fn weight_only_layer(egraph: &mut Graph, w: Id, axis: usize, settings: &QuantSet
 /// Replaces the weight child (index 1) of the matched layer with its
 /// weight-only quantized form, wrapped as an approximation.
 fn weight_only_alternative(egraph: &mut Graph, root: Id, op: &str, children: Vec<Id>, axis: usize) -> Option<Id> {
-    let settings = egraph.analysis.quantization.clone().filter(|s| s.mode == QuantMode::WeightsOnly)?;
+    let settings = egraph.analysis.quantization.clone()?;
     let (weight, error) = weight_only_layer(egraph, children[1], axis, &settings)?;
     let mut inputs = children;
     inputs[1] = weight;
@@ -299,6 +304,54 @@ fn weight_only_alternative(egraph: &mut Graph, root: Id, op: &str, children: Vec
     let shape = egraph[root].data.shape.clone();
     let layer = add_typed_op(egraph, op, inputs, attrs, DataType::Float, shape);
     Some(egraph.add(Onnx::Approx(error.to_bits(), [layer])))
+}
+
+/// Where an integer linear operator reads its int32 bias.
+#[derive(Clone, Copy)]
+enum BiasInput {
+    /// No bias input (QLinearMatMul).
+    None,
+    /// After the output scale and zero point (QLinearConv).
+    AfterOutput,
+    /// Before them (QGemm).
+    BeforeOutput,
+}
+
+/// A linear layer with constant float weights, to be given an integer form.
+struct LinearLayer {
+    op: &'static str,
+    input: Id,
+    weights: Vec<f64>,
+    dims: Vec<usize>,
+    /// The weight axis with one scale per output channel.
+    axis: usize,
+    bias: Option<Vec<f64>>,
+    bias_input: BiasInput,
+    attrs: Id,
+}
+
+/// The integer form of a linear layer: its input quantized, its weights
+/// (and int32 bias) quantized, the operator in operator form, read back by a
+/// DequantizeLinear and marked approximate.
+fn integer_linear(egraph: &mut Graph, root: Id, layer: LinearLayer) -> Option<Id> {
+    let settings = static_settings(egraph)?;
+    let (output_scale, output_zero) = output_parameters(egraph, root, &settings)?;
+    let input = quantize_input(egraph, layer.input, &settings)?;
+    let bias = layer.bias.as_deref().map(|b| (b, input.scale_value));
+    let weights = quantize_weights(egraph, &layer.weights, &layer.dims, layer.axis, bias, &settings)?;
+    let absent = egraph.add(Onnx::Absent);
+    let bias = weights.bias.unwrap_or(absent);
+    let mut inputs =
+        vec![input.value, input.scale, input.zero_point, weights.values, weights.scale, weights.zero_point];
+    match layer.bias_input {
+        BiasInput::None => inputs.extend([output_scale, output_zero]),
+        BiasInput::AfterOutput => inputs.extend([output_scale, output_zero, bias]),
+        BiasInput::BeforeOutput => inputs.extend([bias, output_scale, output_zero]),
+    }
+    let shape = egraph[root].data.shape.clone();
+    let integer = add_typed_op(egraph, layer.op, inputs, layer.attrs, settings.activations.dtype(), shape);
+    let error = weights.error + 2.0 * ACTIVATION_ROUNDING_ERROR;
+    Some(dequantized(egraph, integer, error, output_scale, output_zero, root))
 }
 
 pub(super) fn quantize_conv(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
@@ -316,30 +369,20 @@ pub(super) fn quantize_conv(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
         let (bias, bias_dims) = float_weight(egraph, b)?;
         (bias_dims == [dims[0]]).then_some(bias)?.into()
     };
-    if egraph.analysis.quantization.as_ref().is_some_and(|s| s.mode == QuantMode::WeightsOnly) {
+    if weights_only(egraph) {
         return weight_only_alternative(egraph, root, "Conv", vec![x, w, b, attrs], 0);
     }
-    let settings = static_settings(egraph)?;
-    let (output_scale, output_zero) = output_parameters(egraph, root, &settings)?;
-    let input = quantize_input(egraph, x, &settings)?;
-    let bias_input = bias.as_deref().map(|b| (b, input.scale_value));
-    let weights = quantize_weights(egraph, &values, &dims, 0, bias_input, &settings)?;
-    let absent = egraph.add(Onnx::Absent);
-    let inputs = vec![
-        input.value,
-        input.scale,
-        input.zero_point,
-        weights.values,
-        weights.scale,
-        weights.zero_point,
-        output_scale,
-        output_zero,
-        weights.bias.unwrap_or(absent),
-    ];
-    let shape = egraph[root].data.shape.clone();
-    let integer = add_typed_op(egraph, "QLinearConv", inputs, attrs, settings.activations.dtype(), shape);
-    let error = weights.error + 2.0 * ACTIVATION_ROUNDING_ERROR;
-    Some(dequantized(egraph, integer, error, output_scale, output_zero, root))
+    let layer = LinearLayer {
+        op: "QLinearConv",
+        input: x,
+        weights: values,
+        dims,
+        axis: 0,
+        bias,
+        bias_input: BiasInput::AfterOutput,
+        attrs,
+    };
+    integer_linear(egraph, root, layer)
 }
 
 pub(super) fn quantize_matmul(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
@@ -351,27 +394,20 @@ pub(super) fn quantize_matmul(egraph: &mut Graph, root: Id, subst: &Subst, _op: 
     if dims.len() != 2 || egraph[x].data.shape.as_ref().is_none_or(|s| s.rank() < 2) {
         return None;
     }
-    if egraph.analysis.quantization.as_ref().is_some_and(|s| s.mode == QuantMode::WeightsOnly) {
+    if weights_only(egraph) {
         return weight_only_alternative(egraph, root, "MatMul", vec![x, w, attrs], 1);
     }
-    let settings = static_settings(egraph)?;
-    let (output_scale, output_zero) = output_parameters(egraph, root, &settings)?;
-    let input = quantize_input(egraph, x, &settings)?;
-    let weights = quantize_weights(egraph, &values, &dims, 1, None, &settings)?;
-    let inputs = vec![
-        input.value,
-        input.scale,
-        input.zero_point,
-        weights.values,
-        weights.scale,
-        weights.zero_point,
-        output_scale,
-        output_zero,
-    ];
-    let shape = egraph[root].data.shape.clone();
-    let integer = add_typed_op(egraph, "QLinearMatMul", inputs, attrs, settings.activations.dtype(), shape);
-    let error = weights.error + 2.0 * ACTIVATION_ROUNDING_ERROR;
-    Some(dequantized(egraph, integer, error, output_scale, output_zero, root))
+    let layer = LinearLayer {
+        op: "QLinearMatMul",
+        input: x,
+        weights: values,
+        dims,
+        axis: 1,
+        bias: None,
+        bias_input: BiasInput::None,
+        attrs,
+    };
+    integer_linear(egraph, root, layer)
 }
 
 pub(super) fn quantize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
@@ -390,7 +426,7 @@ pub(super) fn quantize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
         return None;
     }
     let (axis, columns) = if trans_b { (0, dims[0]) } else { (1, dims[1]) };
-    if egraph.analysis.quantization.as_ref().is_some_and(|s| s.mode == QuantMode::WeightsOnly) {
+    if weights_only(egraph) {
         return weight_only_alternative(egraph, root, "Gemm", vec![x, w, c, attrs], axis);
     }
     // The bias: one value per output column (beta folded in).
@@ -401,33 +437,23 @@ pub(super) fn quantize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
         let per_column = bias_dims.iter().product::<usize>() == columns && bias_dims.last() == Some(&columns);
         per_column.then(|| bias.iter().map(|v| v * f64::from(beta)).collect::<Vec<f64>>())?.into()
     };
-    let settings = static_settings(egraph)?;
-    let (output_scale, output_zero) = output_parameters(egraph, root, &settings)?;
-    let input = quantize_input(egraph, x, &settings)?;
-    let bias_input = bias.as_deref().map(|b| (b, input.scale_value));
-    let weights = quantize_weights(egraph, &values, &dims, axis, bias_input, &settings)?;
-    let absent = egraph.add(Onnx::Absent);
-    let inputs = vec![
-        input.value,
-        input.scale,
-        input.zero_point,
-        weights.values,
-        weights.scale,
-        weights.zero_point,
-        weights.bias.unwrap_or(absent),
-        output_scale,
-        output_zero,
-    ];
     let attributes = super::analysis::OpAttrs::default()
         .with(attribute::float("alpha", 1.0))
         .with(attribute::int("transA", 0))
         .with(attribute::int("transB", i64::from(trans_b)));
     let attrs = egraph.analysis.intern_attrs(attributes);
     let attrs = egraph.add(Onnx::Attrs(attrs));
-    let shape = egraph[root].data.shape.clone();
-    let integer = add_typed_op(egraph, "com.microsoft::QGemm", inputs, attrs, settings.activations.dtype(), shape);
-    let error = weights.error + 2.0 * ACTIVATION_ROUNDING_ERROR;
-    Some(dequantized(egraph, integer, error, output_scale, output_zero, root))
+    let layer = LinearLayer {
+        op: "com.microsoft::QGemm",
+        input: x,
+        weights: values,
+        dims,
+        axis,
+        bias,
+        bias_input: BiasInput::BeforeOutput,
+        attrs,
+    };
+    integer_linear(egraph, root, layer)
 }
 
 pub(super) fn quantize_add(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
