@@ -17,8 +17,7 @@ use pare::ir::attribute::{float, floats, int, ints, string};
 use pare::ir::opset::{upgrade, OpsetError};
 use pare::ir::{export, import, infer, DataType};
 use pare::onnx::proto::{
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
-    ValueInfoProto,
+    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto,
 };
 use pare::onnx::read_model;
 use pare::onnxruntime::GraphOptimization;
@@ -219,23 +218,7 @@ fn node(op: &str, inputs: &[&str], outputs: &[&str], attributes: Vec<AttributePr
 }
 
 fn tensor_type(name: &str, dtype: DataType, dims: Option<&[i64]>) -> ValueInfoProto {
-    let shape = dims.map(|dims| {
-        let value = |&d: &i64| Some(pare::onnx::proto::tensor_shape_proto::dimension::Value::DimValue(d));
-        pare::onnx::proto::TensorShapeProto {
-            dim: dims
-                .iter()
-                .map(|d| pare::onnx::proto::tensor_shape_proto::Dimension { value: value(d), denotation: None })
-                .collect(),
-        }
-    });
-    ValueInfoProto {
-        name: Some(name.to_string()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: Some(dtype.code()), shape })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    pare::ir::tensor_declaration(name, dtype, dims.map(pare::ir::Shape::known).as_ref())
 }
 
 fn floats_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use prost::Message;
 
 use crate::eval::{NamedTensor, Tensor};
-use crate::ir::DataType;
+use crate::ir::{tensor_declaration, DataType, Shape};
 use crate::onnx::proto::{
     tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    ValueInfoProto,
 };
 use crate::onnxruntime::{GraphOptimization, OrtError, OrtSession};
 
@@ -104,12 +104,12 @@ impl LatencyTable {
                     node.input.push(name);
                 }
                 CallInput::Fed(dtype, dims) => {
-                    graph.input.push(value_info(&name, *dtype, dims));
+                    graph.input.push(tensor_declaration(&name, *dtype, Some(&Shape::known(dims))));
                     node.input.push(name);
                 }
             }
         }
-        graph.output.push(value_info("y", call.output.0, &call.output.1));
+        graph.output.push(tensor_declaration("y", call.output.0, Some(&Shape::known(&call.output.1))));
         graph.node.push(node);
         let opset =
             |domain: &str, version: i64| OperatorSetIdProto { domain: Some(domain.into()), version: Some(version) };
@@ -197,29 +197,6 @@ fn configuration_key(model: &ModelProto) -> Vec<u8> {
         }
     }
     key.encode_to_vec()
-}
-
-fn value_info(name: &str, dtype: DataType, dims: &[i64]) -> ValueInfoProto {
-    let shape = TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|&d| tensor_shape_proto::Dimension {
-                value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-                ..Default::default()
-            })
-            .collect(),
-    };
-    ValueInfoProto {
-        name: Some(name.to_string()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(dtype.code()),
-                shape: Some(shape),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 /// An input filled with small, varied values (floats in [−0.8, 0.8], bytes cycling).

@@ -21,7 +21,7 @@ pub use graph::{AttributeList, Edge, Graph, GraphIo, Model, Node, Producer, Valu
 pub use import::import;
 pub use opset::{upgrade as upgrade_opset, OpsetError, Upgrade};
 pub use qdq::{lower_to_qdq, Lowered, QdqError};
-pub use shape::{Dim, Shape};
+pub use shape::{tensor_declaration, Dim, Shape};
 
 /// Why a model cannot be turned into (or out of) the IR.
 #[derive(Debug, thiserror::Error)]

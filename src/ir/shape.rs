@@ -3,7 +3,16 @@
 
 use std::fmt;
 
-use crate::onnx::proto::{tensor_shape_proto, TensorShapeProto};
+use super::dtype::DataType;
+use crate::onnx::proto::{tensor_shape_proto, type_proto, TensorShapeProto, TypeProto, ValueInfoProto};
+
+/// The declaration of a tensor value: its name, element type and shape
+/// (`None` leaves the shape out).
+pub fn tensor_declaration(name: &str, dtype: DataType, shape: Option<&Shape>) -> ValueInfoProto {
+    let tensor = type_proto::Tensor { elem_type: Some(dtype.code()), shape: shape.map(Shape::to_proto) };
+    let r#type = TypeProto { value: Some(type_proto::Value::TensorType(tensor)), ..Default::default() };
+    ValueInfoProto { name: Some(name.to_string()), r#type: Some(r#type), ..Default::default() }
+}
 
 /// One dimension of a shape.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

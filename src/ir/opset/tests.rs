@@ -8,10 +8,9 @@ use super::{upgrade, OpsetError, Upgrade, MAX_TARGET_OPSET};
 use crate::ir::attribute::{self, float, floats, int, ints, string};
 use crate::ir::dtype::DataType;
 use crate::ir::tensor::{from_f32, from_i64, to_f64, to_i64};
-use crate::ir::{export, import, AttributeList};
+use crate::ir::{export, import, tensor_declaration, AttributeList, Dim, Shape};
 use crate::onnx::proto::{
-    tensor_shape_proto, type_proto, AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto,
 };
 
 // ---------------------------------------------------------------------------
@@ -19,23 +18,9 @@ use crate::onnx::proto::{
 
 /// A tensor declaration; `dims` None leaves the shape out, `-1` is an unknown dim.
 fn declared(name: &str, dtype: DataType, dims: Option<&[i64]>) -> ValueInfoProto {
-    let shape = dims.map(|dims| TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|&d| tensor_shape_proto::Dimension {
-                value: (d >= 0).then_some(tensor_shape_proto::dimension::Value::DimValue(d)),
-                denotation: None,
-            })
-            .collect(),
-    });
-    ValueInfoProto {
-        name: Some(name.to_string()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: Some(dtype.code()), shape })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let dim = |&d: &i64| if d >= 0 { Dim::Known(d) } else { Dim::Unknown };
+    let shape = dims.map(|dims| Shape(dims.iter().map(dim).collect()));
+    tensor_declaration(name, dtype, shape.as_ref())
 }
 
 fn node(op: &str, inputs: &[&str], outputs: &[&str], attributes: Vec<AttributeProto>) -> NodeProto {

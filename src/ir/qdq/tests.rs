@@ -10,10 +10,10 @@ use crate::ir::attribute::{float, int, ints};
 use crate::ir::dtype::DataType;
 use crate::ir::shape::Shape;
 use crate::ir::tensor::{from_f32, from_raw, to_f64};
+use crate::ir::tensor_declaration;
 use crate::ir::{export, import, infer, AttributeList, Model};
 use crate::onnx::proto::{
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
-    ValueInfoProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto,
 };
 
 // ---------------------------------------------------------------------------
@@ -21,9 +21,7 @@ use crate::onnx::proto::{
 
 /// A tensor declaration with known dims.
 fn info(name: &str, dtype: DataType, dims: &[i64]) -> ValueInfoProto {
-    let tensor = type_proto::Tensor { elem_type: Some(dtype.code()), shape: Some(Shape::known(dims).to_proto()) };
-    let r#type = TypeProto { value: Some(type_proto::Value::TensorType(tensor)), ..Default::default() };
-    ValueInfoProto { name: Some(name.to_string()), r#type: Some(r#type), ..Default::default() }
+    tensor_declaration(name, dtype, Some(&Shape::known(dims)))
 }
 
 /// Integer elements packed little-endian as `dtype` (uint8, int8 or int32).
