@@ -262,9 +262,13 @@ pub fn optimize(
     let mut forced = quantization.clone();
     forced.force = true;
     let all_options = egraph::Options { quantization: Some(forced), ..options.clone() };
+    // Both quantized candidates start from the model raised to the quantization opset once.
+    let upgraded = at_quantization_opset(model.clone(), path, fixed)?;
     let mut candidates = Vec::new();
-    for (name, candidate_options) in [("float", &float_options), ("auto", options), ("all", &all_options)] {
-        let (optimized, report) = optimize_once(model.clone(), path, fixed, candidate_options)?;
+    for (name, start, candidate_options) in
+        [("float", model, &float_options), ("auto", upgraded.clone(), options), ("all", upgraded, &all_options)]
+    {
+        let (optimized, report) = optimize_once(start, path, fixed, candidate_options)?;
         candidates.push((name, optimized, report));
     }
     let protos = candidates
@@ -304,6 +308,17 @@ pub fn optimize(
 /// Rounds of the side-by-side timing of `--quantize auto`'s candidates.
 const END_TO_END_ROUNDS: usize = 15;
 
+/// The model raised to [`QUANT_OPSET`] (shapes inferred again) when it is older.
+fn at_quantization_opset(mut model: Model, path: &Path, fixed: &[(String, Vec<i64>)]) -> Result<Model, PipelineError> {
+    if model.opset("").unwrap_or(1) < QUANT_OPSET {
+        let opset_error =
+            |reason| PipelineError::Opset { path: path.to_path_buf(), needed: QUANT_OPSET, reason: Box::new(reason) };
+        ir::upgrade_opset(&mut model, QUANT_OPSET).map_err(opset_error)?;
+        ir::infer::infer(&mut model, fixed).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
+    }
+    Ok(model)
+}
+
 fn optimize_once(
     model: Model,
     path: &Path,
@@ -315,13 +330,7 @@ fn optimize_once(
     }
     let engine_error = |reason| PipelineError::Engine { path: path.to_path_buf(), reason };
     let quantizing = options.quantization.is_some() && options.families.iter().any(|f| f == QUANT_FAMILY);
-    let mut model = model;
-    if quantizing && model.opset("").unwrap_or(1) < QUANT_OPSET {
-        let opset_error =
-            |reason| PipelineError::Opset { path: path.to_path_buf(), needed: QUANT_OPSET, reason: Box::new(reason) };
-        ir::upgrade_opset(&mut model, QUANT_OPSET).map_err(opset_error)?;
-        ir::infer::infer(&mut model, fixed).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
-    }
+    let model = if quantizing { at_quantization_opset(model, path, fixed)? } else { model };
     let (mut optimized, report) = egraph::optimize(&model, options).map_err(engine_error)?;
     if quantizing {
         ir::lower_to_qdq(&mut optimized).map_err(|reason| PipelineError::Qdq { path: path.to_path_buf(), reason })?;
