@@ -49,6 +49,7 @@ pub enum ExtractError {
 const NODE_TIE_BREAK_BYTES: f64 = 1e-3;
 
 /// Cost and error of every e-node, computed once.
+#[derive(Clone)]
 pub struct NodeCosts {
     ids: Vec<Id>,
     index: HashMap<Id, usize>,
@@ -56,6 +57,7 @@ pub struct NodeCosts {
     nodes: Vec<Vec<Candidate>>,
 }
 
+#[derive(Clone)]
 struct Candidate {
     node: Onnx,
     cost: f64,
@@ -164,11 +166,12 @@ fn measured_latency(egraph: &Graph, class: Id, node: &Onnx, table: &mut LatencyT
 const DISPREFERRED_COST: f64 = 1e6;
 
 impl NodeCosts {
-    /// Makes every class that holds a node `preferred` says yes to choose
-    /// such a node whenever it can (the others cost [`DISPREFERRED_COST`] more).
-    pub fn prefer(&mut self, egraph: &Graph, preferred: fn(&Graph, &Onnx) -> bool) {
-        for candidates in &mut self.nodes {
-            let marks: Vec<bool> = candidates.iter().map(|c| preferred(egraph, &c.node)).collect();
+    /// Makes every class that holds a node `preferred` says yes to (given
+    /// the class and the node) choose such a node whenever it can (the others
+    /// cost [`DISPREFERRED_COST`] more).
+    pub fn prefer(&mut self, preferred: impl Fn(Id, &Onnx) -> bool) {
+        for (candidates, &class) in self.nodes.iter_mut().zip(&self.ids) {
+            let marks: Vec<bool> = candidates.iter().map(|c| preferred(class, &c.node)).collect();
             if marks.iter().any(|&m| m) {
                 for (candidate, marked) in candidates.iter_mut().zip(marks) {
                     if !marked {
@@ -301,25 +304,23 @@ pub fn extract_with(costs: &NodeCosts, egraph: &Graph, root: Id, lambda: f64) ->
         }
     }
     let root_index = costs.index[&egraph.find(root)];
-    let root_best = best[root_index].as_ref().ok_or(ExtractError::NoChoice)?;
+    // The chosen nodes: everything the root needs, plus weight computations'
+    // operands (which cost nothing at run time, so they are not summed).
     let (mut cost, mut error) = (0.0, 0.0);
-    for class in root_best.needs.ones() {
-        let b = best[class].as_ref().expect("needed classes are chosen");
-        cost += b.cost;
-        error += b.error;
-    }
-    // The chosen nodes: everything the root needs, plus weight computations' operands.
     let mut chosen = HashMap::new();
-    let mut stack = vec![root_index];
-    while let Some(class) = stack.pop() {
-        let id = costs.ids[class];
-        if chosen.contains_key(&id) {
-            continue;
-        }
+    let mut stack = vec![(root_index, true)];
+    let mut counted = FixedBitSet::with_capacity(n);
+    while let Some((class, runs)) = stack.pop() {
         let b = best[class].as_ref().ok_or(ExtractError::NoChoice)?;
         let candidate = &costs.nodes[class][b.candidate];
-        stack.extend(candidate.children.iter().copied());
-        chosen.insert(id, candidate.node.clone().map_children(|c| egraph.find(c)));
+        if runs && !counted.put(class) {
+            cost += candidate.cost;
+            error += candidate.error;
+        } else if chosen.contains_key(&costs.ids[class]) {
+            continue;
+        }
+        stack.extend(candidate.children.iter().map(|&child| (child, runs && !candidate.folded)));
+        chosen.insert(costs.ids[class], candidate.node.clone().map_children(|c| egraph.find(c)));
     }
     Ok(Choice { chosen, cost, error, lambda })
 }
