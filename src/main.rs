@@ -65,7 +65,9 @@ struct OptimizeArgs {
     #[arg(long, value_name = "FILE")]
     device_file: Option<PathBuf>,
     /// Largest summed error estimate of approximate rewrites (default: 0,
-    /// exact only; with --quantize auto: no limit, cost decides).
+    /// exact only). With --quantize auto the estimate of each layer is its
+    /// measured effect on the output (relative L2, quantized alone on the
+    /// calibration data) and the default is 0.05; inf: no limit, cost decides.
     #[arg(long)]
     budget: Option<f64>,
     /// Quantize with QDQ nodes: auto (each layer where the cost model finds
@@ -336,11 +338,11 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
         None => DeviceProfile::shipped(&args.device)?,
     };
     let budget = match (args.budget, args.quantize) {
-        (Some(budget), _) if !(budget.is_finite() && budget >= 0.0) => {
-            anyhow::bail!("--budget must be a number >= 0, not {budget}")
+        (Some(budget), _) if budget.is_nan() || budget < 0.0 => {
+            anyhow::bail!("--budget must be a number >= 0 or inf, not {budget}")
         }
         (Some(budget), _) => budget,
-        (None, Some(QuantizeArg::Auto)) => f64::INFINITY,
+        (None, Some(QuantizeArg::Auto)) => DEFAULT_QUANTIZED_BUDGET,
         (None, _) => 0.0,
     };
     let mut tolerance = Tolerance { rtol: args.rtol, atol: args.atol, max_rel_l2: args.max_rel_l2, min_top1: None };
@@ -445,6 +447,11 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// The summed measured layer sensitivity (relative L2 of the output)
+/// `--quantize auto` keeps within when no --budget is given: half the
+/// tolerance it verifies against, as sensitivities only roughly add up.
+const DEFAULT_QUANTIZED_BUDGET: f64 = 0.05;
+
 /// The relative L2 error `--quantize auto|all` verifies against when no tolerance is given.
 const DEFAULT_QUANTIZED_REL_L2: f64 = 0.1;
 
@@ -502,7 +509,9 @@ fn quantization(
         ranges,
         force: mode != QuantizeArg::Auto,
         measure: args.cost_model == CostModelArg::Measured,
-        saturation_probe: if check_saturation { probe } else { Vec::new() },
+        probe,
+        check_saturation,
+        sensitivity: Default::default(),
     })
 }
 

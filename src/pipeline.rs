@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::cost::{graph_estimate, DeviceProfile};
 use crate::egraph::{self, EgraphError, EngineReport};
 use crate::eval::calibrate::{self, Calibration, RangeMethod};
-use crate::eval::EvaluatorBuilder;
+use crate::eval::{runs_relative_l2, EvaluatorBuilder};
 use crate::ir::{self, DataType, IrError, Model, OpsetError, QdqError, Shape};
 use crate::onnx::proto::type_proto;
 use crate::onnx::{self, OnnxError, WriteOptions};
@@ -133,23 +133,6 @@ pub fn calibrate(
 /// differences between fused and reference kernels stay well below it.
 pub const SATURATION_SHARE: f64 = 0.5;
 
-/// Relative L2 distance between two runs' outputs, over all samples.
-fn relative_l2(runs: &[(Vec<crate::eval::NamedTensor>, Vec<crate::eval::NamedTensor>)]) -> f64 {
-    let (mut difference, mut norm) = (0.0, 0.0);
-    for (candidate, reference) in runs {
-        for (x, y) in candidate.iter().zip(reference) {
-            let (Some(x), Some(y)) = (x.tensor.to_f64(), y.tensor.to_f64()) else { continue };
-            difference += x.iter().zip(&y).map(|(p, q)| (p - q) * (p - q)).sum::<f64>();
-            norm += y.iter().map(|q| q * q).sum::<f64>();
-        }
-    }
-    if norm > 0.0 {
-        (difference / norm).sqrt()
-    } else {
-        difference.sqrt()
-    }
-}
-
 /// Whether ONNX Runtime's integer kernels (all graph optimizations) depart
 /// from its reference semantics (none) on `probe` by more than
 /// [`SATURATION_SHARE`] of the quantization error against `float`.
@@ -177,7 +160,7 @@ pub fn integer_kernels_saturate(
         kernels.push((a, b.clone()));
         quantization.push((b, f));
     }
-    Ok(relative_l2(&kernels) > SATURATION_SHARE * relative_l2(&quantization).max(1e-3))
+    Ok(runs_relative_l2(&kernels) > SATURATION_SHARE * runs_relative_l2(&quantization).max(1e-3))
 }
 
 /// Parses `--passes`: `none`, `all`, or a comma-separated list of families.
@@ -297,11 +280,10 @@ pub fn optimize(
             chosen: i == fastest,
         })
         .collect();
+    // The sensitivities measured for the budgeted candidate are reported whichever wins.
+    let layer_sensitivity = candidates[1].2.as_ref().map(|r| r.layer_sensitivity.clone()).unwrap_or_default();
     let (_, optimized, report) = candidates.swap_remove(fastest);
-    let report = report.map(|mut r| {
-        r.end_to_end = timings;
-        r
-    });
+    let report = report.map(|r| EngineReport { end_to_end: timings, layer_sensitivity, ..r });
     Ok((optimized, report))
 }
 
@@ -331,6 +313,18 @@ fn optimize_once(
     let engine_error = |reason| PipelineError::Engine { path: path.to_path_buf(), reason };
     let quantizing = options.quantization.is_some() && options.families.iter().any(|f| f == QUANT_FAMILY);
     let model = if quantizing { at_quantization_opset(model, path, fixed)? } else { model };
+    if let Some(quantization) = options.quantization.as_ref().filter(|q| {
+        quantizing && !q.force && options.budget.is_finite() && q.sensitivity.is_empty() && !q.probe.is_empty()
+    }) {
+        // Charge each layer's quantized form with its measured effect on the output.
+        let measured = egraph::sensitivity::measure(&model, options, &quantization.probe).map_err(engine_error)?;
+        let mut measured_options = options.clone();
+        if let Some(q) = measured_options.quantization.as_mut() {
+            q.sensitivity = measured.by_value_name;
+        }
+        let (optimized, report) = optimize_once(model, path, fixed, &measured_options)?;
+        return Ok((optimized, report.map(|r| EngineReport { layer_sensitivity: measured.layers, ..r })));
+    }
     let (mut optimized, report) = egraph::optimize(&model, options).map_err(engine_error)?;
     if quantizing {
         ir::lower_to_qdq(&mut optimized).map_err(|reason| PipelineError::Qdq { path: path.to_path_buf(), reason })?;
@@ -340,13 +334,13 @@ fn optimize_once(
     if !fixed.is_empty() {
         declare_inferred_shapes(&mut optimized);
     }
-    if let Some(quantization) = options.quantization.as_ref().filter(|q| quantizing && !q.saturation_probe.is_empty()) {
+    if let Some(quantization) = options.quantization.as_ref().filter(|q| quantizing && q.check_saturation) {
         if !quantization.settings.unsigned_weights
-            && integer_kernels_saturate(&optimized, &model, path, &quantization.saturation_probe)?
+            && integer_kernels_saturate(&optimized, &model, path, &quantization.probe)?
         {
             let mut unsigned = quantization.clone();
             unsigned.settings.unsigned_weights = true;
-            unsigned.saturation_probe.clear();
+            unsigned.check_saturation = false;
             let options = egraph::Options { quantization: Some(unsigned), ..options.clone() };
             return optimize_once(model, path, fixed, &options);
         }

@@ -145,3 +145,46 @@ fn a_missing_calibration_folder_is_exit_2_naming_it_with_nothing_written() {
     assert!(stderr.contains("no-such-calib"), "{stderr}");
     assert!(!out.exists());
 }
+
+/// Runs `--quantize auto --budget B` (profile costs) on the residual block and
+/// returns the report and the output's QuantizeLinear count.
+fn budgeted_residual_block(budget: &str) -> (serde_json::Value, usize) {
+    let model = common::repo().join("golden/resnet_block_op13/model.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("auto.onnx"), dir.path().join("report.json"));
+    let args = ["--quantize", "auto", "--cost-model", "profile", "--calib-samples", "16", "--budget", budget];
+    let report_arg = ["--report", report.to_str().unwrap(), "--input-shape", "images=1,3,32,32"];
+    quantize(&model, &out, &[&args[..], &report_arg[..]].concat());
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    (report, check_qdq_form(&out).0)
+}
+
+#[test]
+fn budgeted_quantization_charges_each_layer_its_measured_sensitivity() {
+    if python().is_none() && std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        eprintln!("skipped: ONNX Runtime not available (set PARE_PYTHON)");
+        return;
+    }
+    let (report, _) = budgeted_residual_block("1000");
+    let layers = report["engine"]["layer_sensitivity"].as_array().unwrap();
+    // The float graph's six Conv (BatchNormalization folded), two Add and the Gemm.
+    assert_eq!(layers.len(), 9, "{layers:?}");
+    let errors: Vec<f64> = layers.iter().map(|l| l["error"].as_f64().unwrap()).collect();
+    for (layer, error) in layers.iter().zip(&errors) {
+        assert!(layer["failure"].is_null(), "{layer}");
+        assert!(*error > 0.0 && *error < 0.1, "int8 moves the output, a little: {layer}");
+    }
+    let smallest = errors.iter().copied().fold(f64::INFINITY, f64::min);
+
+    // Below the least sensitive layer nothing can be quantized.
+    let (report, quantize_nodes) = budgeted_residual_block(&format!("{}", smallest * 0.9));
+    assert_eq!(quantize_nodes, 0);
+    assert_eq!(report["engine"]["extraction"]["error"].as_f64(), Some(0.0));
+
+    // Just above it, the chosen layers' measured errors fit the budget.
+    let budget = smallest * 1.1;
+    let (report, _) = budgeted_residual_block(&format!("{budget}"));
+    let error = report["engine"]["extraction"]["error"].as_f64().unwrap();
+    assert!(error <= budget, "{error} > {budget}");
+    assert!(errors.iter().any(|e| (e - error).abs() < 1e-12) || error == 0.0, "{error} is one layer's, {errors:?}");
+}

@@ -31,6 +31,9 @@ pub struct ClassFacts {
     pub uses: usize,
     /// The calibrated range of its values, when quantization measured one.
     pub range: Option<ActivationRange>,
+    /// The measured relative L2 error of the model output when only this
+    /// value's layer is quantized (see [`super::sensitivity`]).
+    pub sensitivity: Option<f64>,
 }
 
 impl ClassFacts {
@@ -284,6 +287,12 @@ impl egg::Analysis<Onnx> for Facts {
             a.range = b.range;
             changed_a = true;
         } else if a.range.is_some() && b.range.is_none() {
+            changed_b = true;
+        }
+        if a.sensitivity.is_none() && b.sensitivity.is_some() {
+            a.sensitivity = b.sensitivity;
+            changed_a = true;
+        } else if a.sensitivity.is_some() && b.sensitivity.is_none() {
             changed_b = true;
         }
         DidMerge(changed_a, changed_b)

@@ -18,6 +18,7 @@ pub mod guards;
 pub mod language;
 pub mod quantize;
 pub mod rules;
+pub mod sensitivity;
 #[cfg(test)]
 mod tests;
 
@@ -45,6 +46,8 @@ pub enum EgraphError {
     Export(String),
     #[error("measuring operator latency in ONNX Runtime: {0} (or pass --cost-model profile)")]
     Measure(String),
+    #[error("measuring layer sensitivity in ONNX Runtime: {0} (or pass --budget inf)")]
+    Sensitivity(String),
 }
 
 /// Runner limits.
@@ -87,10 +90,17 @@ pub struct Quantization {
     /// Measure the latency of each layer's float and integer forms in ONNX
     /// Runtime (else the device profile's roofline decides).
     pub measure: bool,
-    /// Samples on which ONNX Runtime's integer kernels must agree with its
+    /// A few calibration samples, kept to measure each layer's sensitivity
+    /// and to probe the quantized model's integer kernels.
+    pub probe: Vec<Vec<crate::eval::NamedTensor>>,
+    /// Check on `probe` that ONNX Runtime's integer kernels agree with its
     /// reference semantics; where signed weights make them saturate, the
-    /// model is quantized again with unsigned weights (empty: no check).
-    pub saturation_probe: Vec<Vec<crate::eval::NamedTensor>>,
+    /// model is quantized again with unsigned weights.
+    pub check_saturation: bool,
+    /// Measured sensitivity of the output to each layer quantized alone, by
+    /// the layer's output value name (filled by [`sensitivity::measure`]
+    /// when `--budget` is finite; else the rounding-error proxy is used).
+    pub sensitivity: std::collections::BTreeMap<String, f64>,
 }
 
 /// Where one rule fired.
@@ -135,6 +145,9 @@ pub struct EngineReport {
     /// With `--quantize auto`: the whole-model candidates timed side by side
     /// in ONNX Runtime, of which the fastest was kept.
     pub end_to_end: Vec<CandidateTiming>,
+    /// With a finite `--budget`: each layer's measured effect on the output
+    /// when quantized alone (the error extraction charged it).
+    pub layer_sensitivity: Vec<sensitivity::LayerSensitivity>,
 }
 
 /// A whole-model candidate and its median latency in ONNX Runtime.
@@ -161,8 +174,19 @@ pub fn catalogue() -> Result<Vec<RuleSpec>, RuleError> {
     Ok(all)
 }
 
-/// Optimizes a model whose shapes were inferred; the result is not re-inferred.
-pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport), EgraphError> {
+/// An e-graph after saturation, with the rules that ran and how long it took.
+pub(crate) struct Saturated {
+    pub built: build::Built,
+    pub saturation: Saturation,
+    specs: Vec<(RuleSpec, String)>,
+    log: rules::FiringLog,
+    build_seconds: f64,
+    saturate_seconds: f64,
+}
+
+/// Builds the model's e-graph (calibrated ranges and measured sensitivities
+/// set on the classes of the values they name) and runs the chosen rules.
+pub(crate) fn saturate(model: &Model, options: &Options) -> Result<Saturated, EgraphError> {
     let log = rules::FiringLog::default();
     let mut specs: Vec<(RuleSpec, String)> = catalogue()?
         .into_iter()
@@ -192,9 +216,9 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
     if let Some(quantization) = &options.quantization {
         egraph.analysis.quantization = Some(quantization.settings.clone());
         for (class, name) in &value_names {
-            if let Some(range) = quantization.ranges.get(name) {
-                egraph[*class].data.range = Some(*range);
-            }
+            let facts = &mut egraph[*class].data;
+            facts.range = quantization.ranges.get(name).copied().or(facts.range);
+            facts.sensitivity = quantization.sensitivity.get(name).copied().or(facts.sensitivity);
         }
     }
     let runner = Runner::default()
@@ -215,6 +239,12 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
     egraph.rebuild();
     let built = build::Built { egraph, root, origins, value_names, outputs };
     let saturate_seconds = started.elapsed().as_secs_f64();
+    Ok(Saturated { built, saturation, specs, log, build_seconds, saturate_seconds })
+}
+
+/// Optimizes a model whose shapes were inferred; the result is not re-inferred.
+pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport), EgraphError> {
+    let Saturated { built, saturation, specs, log, build_seconds, saturate_seconds } = saturate(model, options)?;
 
     let started = Instant::now();
     let force = options.quantization.as_ref().is_some_and(|q| q.force);
@@ -227,7 +257,7 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
     };
     let mut costs = extract::NodeCosts::new(&built.egraph, &options.profile, options.objective, table.as_mut());
     if force {
-        costs.prefer(&built.egraph, quantize::is_quantized_alternative);
+        costs.prefer(|_, node| quantize::is_quantized_alternative(&built.egraph, node));
     }
     let budget = if force { f64::INFINITY } else { options.budget };
     let choice = extract::extract(&costs, &built.egraph, built.root, budget)?;
@@ -263,6 +293,7 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
         fired,
         measured_configurations: table.as_ref().map_or(0, |t| t.measured),
         end_to_end: Vec::new(),
+        layer_sensitivity: Vec::new(),
         extraction: choice,
         timings: Timings {
             build: build_seconds,

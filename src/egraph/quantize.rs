@@ -222,6 +222,12 @@ fn output_parameters(egraph: &mut Graph, root: Id, settings: &QuantSettings) -> 
     Some(parameter_leaves(egraph, &[scale], &[zero_point], settings.activations.dtype()))
 }
 
+/// The error of quantizing the layer computing `root`: its measured
+/// sensitivity when there is one, else the `proxy` estimate.
+fn measured_or(egraph: &Graph, root: Id, proxy: f64) -> f64 {
+    egraph[root].data.sensitivity.unwrap_or(proxy)
+}
+
 /// Wraps an integer node's class as an approximation and reads it back as float.
 fn dequantized(egraph: &mut Graph, integer: Id, error: f64, scale: Id, zero_point: Id, root: Id) -> Id {
     let approx = egraph.add(Onnx::Approx(error.to_bits(), [integer]));
@@ -303,6 +309,7 @@ fn weight_only_alternative(egraph: &mut Graph, root: Id, op: &str, children: Vec
     let attrs = inputs.pop()?;
     let shape = egraph[root].data.shape.clone();
     let layer = add_typed_op(egraph, op, inputs, attrs, DataType::Float, shape);
+    let error = measured_or(egraph, root, error);
     Some(egraph.add(Onnx::Approx(error.to_bits(), [layer])))
 }
 
@@ -350,7 +357,7 @@ fn integer_linear(egraph: &mut Graph, root: Id, layer: LinearLayer) -> Option<Id
     }
     let shape = egraph[root].data.shape.clone();
     let integer = add_typed_op(egraph, layer.op, inputs, layer.attrs, settings.activations.dtype(), shape);
-    let error = weights.error + 2.0 * ACTIVATION_ROUNDING_ERROR;
+    let error = measured_or(egraph, root, weights.error + 2.0 * ACTIVATION_ROUNDING_ERROR);
     Some(dequantized(egraph, integer, error, output_scale, output_zero, root))
 }
 
@@ -481,7 +488,8 @@ pub(super) fn quantize_add(egraph: &mut Graph, root: Id, subst: &Subst, _op: Opt
     let attrs = no_attributes(egraph);
     let shape = egraph[root].data.shape.clone();
     let integer = add_typed_op(egraph, "com.microsoft::QLinearAdd", inputs, attrs, settings.activations.dtype(), shape);
-    Some(dequantized(egraph, integer, 3.0 * ACTIVATION_ROUNDING_ERROR, output_scale, output_zero, root))
+    let error = measured_or(egraph, root, 3.0 * ACTIVATION_ROUNDING_ERROR);
+    Some(dequantized(egraph, integer, error, output_scale, output_zero, root))
 }
 
 /// Whether two classes hold equal constants.

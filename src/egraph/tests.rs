@@ -91,7 +91,9 @@ fn forced_quantization(model: &Model, mode: quantize::QuantMode) -> Quantization
         ranges: calibration.unwrap().calibration.ranges,
         force: true,
         measure: false,
-        saturation_probe: Vec::new(),
+        probe: Vec::new(),
+        check_saturation: false,
+        sensitivity: Default::default(),
     }
 }
 

@@ -34,7 +34,7 @@ pub use evaluator::{Evaluator, EvaluatorBuilder, Optimization};
 pub use files::{read_tensor_file, read_test_data_set, TestDataSet};
 pub use npy::{decode_npy, read_npy};
 pub(crate) use tensor::with_element_type;
-pub use tensor::{NamedTensor, Tensor};
+pub use tensor::{runs_relative_l2, NamedTensor, Tensor};
 
 /// Why a model could not be loaded or run. Variants name the model (its
 /// path, or the label given for bytes) and, where tract reports one, the

@@ -88,6 +88,24 @@ impl NamedTensor {
     }
 }
 
+/// Relative L2 distance of candidate outputs from reference outputs, over
+/// every (candidate, reference) pair of runs and every float output.
+pub fn runs_relative_l2(runs: &[(Vec<NamedTensor>, Vec<NamedTensor>)]) -> f64 {
+    let (mut difference, mut norm) = (0.0, 0.0);
+    for (candidate, reference) in runs {
+        for (x, y) in candidate.iter().zip(reference) {
+            let (Some(x), Some(y)) = (x.tensor.to_f64(), y.tensor.to_f64()) else { continue };
+            difference += x.iter().zip(&y).map(|(p, q)| (p - q) * (p - q)).sum::<f64>();
+            norm += y.iter().map(|q| q * q).sum::<f64>();
+        }
+    }
+    if norm > 0.0 {
+        (difference / norm).sqrt()
+    } else {
+        difference.sqrt()
+    }
+}
+
 impl Tensor {
     /// A float tensor; fails when `values` does not hold exactly the number of
     /// elements `shape` says.

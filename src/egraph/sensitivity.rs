@@ -1,0 +1,187 @@
+//! Measured layer sensitivity: how far the model output moves when one
+//! layer alone takes its quantized form. The e-graph is saturated once with
+//! the quantization rules; then, per layer, the extraction that keeps every
+//! other layer float is written out in QDQ form and run in ONNX Runtime
+//! (all graph optimizations, so the deployment runtime's real integer
+//! kernels) on the calibration probe, against the float model. The relative
+//! L2 distance becomes the error of that layer's quantized alternative in the
+//! real run (it replaces the rounding-error proxy), so extraction under
+//! `--budget` keeps the layers the output is sensitive to in float.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use egg::{Id, Language};
+use prost::Message;
+use serde::Serialize;
+
+use super::analysis::Graph;
+use super::extract::{self, Choice, NodeCosts};
+use super::language::Onnx;
+use super::quantize::is_quantized_alternative;
+use super::{export, saturate, EgraphError, Options};
+use crate::eval::{runs_relative_l2, NamedTensor};
+use crate::ir::{self, DataType, Model};
+use crate::onnxruntime::{GraphOptimization, OrtSession};
+
+/// The error charged to a layer whose single-layer variant ONNX Runtime
+/// could not run: as if it destroyed the output.
+const UNRUNNABLE_ERROR: f64 = 1.0;
+
+/// One layer's measured sensitivity.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LayerSensitivity {
+    /// The layer's output value.
+    pub value: String,
+    /// Relative L2 distance of the model outputs from the float model's.
+    pub error: f64,
+    /// Why ONNX Runtime could not run the variant, when it could not.
+    pub failure: Option<String>,
+}
+
+/// What [`measure`] found.
+#[derive(Clone, Debug, Default)]
+pub struct Sensitivities {
+    /// Per layer, in class order.
+    pub layers: Vec<LayerSensitivity>,
+    /// The measured errors by every value name of each layer's class, as
+    /// [`super::Quantization::sensitivity`] takes them.
+    pub by_value_name: BTreeMap<String, f64>,
+}
+
+/// Measures every layer that has a quantized alternative, in class order.
+/// `options` must carry the quantization settings and ranges; `probe` the samples.
+pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> Result<Sensitivities, EgraphError> {
+    let mut options = options.clone();
+    if let Some(quantization) = options.quantization.as_mut() {
+        quantization.sensitivity.clear();
+    }
+    let saturated = saturate(model, &options)?;
+    let built = &saturated.built;
+    let egraph = &built.egraph;
+
+    let mut names: BTreeMap<Id, Vec<&str>> = BTreeMap::new();
+    for (class, name) in &built.value_names {
+        names.entry(egraph.find(*class)).or_default().push(name);
+    }
+    let layers: Vec<Id> = names
+        .keys()
+        .copied()
+        .filter(|&class| egraph[class].data.dtype == Some(DataType::Float))
+        .filter(|&class| egraph[class].nodes.iter().any(|node| is_quantized_alternative(egraph, node)))
+        .collect();
+
+    let label = "the float model";
+    let failed = |what: &str, reason: String| EgraphError::Sensitivity(format!("{what}: {reason}"));
+    let float = ir::export(model.clone()).map_err(|e| failed(label, e.to_string()))?;
+    let mut reference = OrtSession::from_bytes(&float.encode_to_vec(), label.as_ref(), GraphOptimization::All)
+        .map_err(|e| failed(label, e.to_string()))?;
+    let expected = probe
+        .iter()
+        .map(|sample| reference.run(sample).map_err(|e| failed(label, e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // Every other layer stays as the float extraction has it.
+    let mut costs = NodeCosts::new(egraph, &options.profile, options.objective, None);
+    costs.prefer(|_, node| !is_quantized_alternative(egraph, node));
+    let float_choice = extract::extract(&costs, egraph, built.root, f64::INFINITY)?;
+    let mut measured = Sensitivities::default();
+    for class in layers {
+        // A class the float graph does not use (fused into another) is no layer of it.
+        if !float_choice.chosen.contains_key(&class) {
+            continue;
+        }
+        let Some(choice) = with_layer_quantized(egraph, &float_choice, class) else { continue };
+        let mut variant = export::export(model, built, &choice).map_err(EgraphError::Export)?;
+        let value = names[&class][0].to_string();
+        let run = ir::lower_to_qdq(&mut variant)
+            .map_err(|e| e.to_string())
+            .and_then(|_| ir::export(variant).map_err(|e| e.to_string()))
+            .and_then(|proto| {
+                let mut session =
+                    OrtSession::from_bytes(&proto.encode_to_vec(), value.as_ref(), GraphOptimization::All)
+                        .map_err(|e| e.to_string())?;
+                probe.iter().map(|sample| session.run(sample).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()
+            });
+        let layer = match run {
+            Ok(outputs) => {
+                let pairs: Vec<_> = outputs.into_iter().zip(expected.iter().cloned()).collect();
+                LayerSensitivity { value, error: runs_relative_l2(&pairs), failure: None }
+            }
+            Err(reason) => LayerSensitivity { value, error: UNRUNNABLE_ERROR, failure: Some(reason) },
+        };
+        measured.by_value_name.extend(names[&class].iter().map(|name| (name.to_string(), layer.error)));
+        measured.layers.push(layer);
+    }
+    Ok(measured)
+}
+
+/// The float choice with `layer`'s quantized alternative chosen instead, and
+/// the classes that alternative adds chosen in float form (its input read
+/// through a QuantizeLinear, not another layer's integer output).
+fn with_layer_quantized(egraph: &Graph, float: &Choice, layer: Id) -> Option<Choice> {
+    let node = egraph[layer].nodes.iter().find(|node| is_quantized_alternative(egraph, node))?;
+    let mut choice = float.clone();
+    let mut visiting = HashSet::from([layer]);
+    let mut pending = vec![(layer, node)];
+    // The alternative and the approximation it reads (a DequantizeLinear's
+    // integer input), whose classes may also hold other spellings.
+    while let Some((class, node)) = pending.pop() {
+        choice.chosen.insert(class, node.clone().map_children(|c| egraph.find(c)));
+        visiting.insert(class);
+        for (i, &child) in node.children().iter().enumerate() {
+            let child = egraph.find(child);
+            let approx = egraph[child].nodes.iter().find(|n| matches!(n, Onnx::Approx(..)));
+            match approx {
+                Some(approx) if i == 0 && !matches!(node, Onnx::Approx(..)) => pending.push((child, approx)),
+                _ => choose_float(egraph, &mut choice.chosen, child, &mut visiting, NEW_CLASS_DEPTH)?,
+            }
+        }
+    }
+    Some(choice)
+}
+
+/// How deep the classes a quantized alternative adds go before they reach
+/// the float graph (wrapper, integer node, quantized input, its parameters).
+const NEW_CLASS_DEPTH: usize = 6;
+
+/// Chooses a node for `class` (and its children, at most `depth` deep) when
+/// it has none: the first that is no quantized alternative and closes no
+/// cycle (the wrapper of an integer node, the one node of its class, is
+/// taken as it is).
+fn choose_float(
+    egraph: &Graph,
+    chosen: &mut HashMap<Id, Onnx>,
+    class: Id,
+    visiting: &mut HashSet<Id>,
+    depth: usize,
+) -> Option<()> {
+    if visiting.contains(&class) {
+        return None;
+    }
+    if chosen.contains_key(&class) {
+        return Some(());
+    }
+    if depth == 0 {
+        return None;
+    }
+    visiting.insert(class);
+    let only = egraph[class].nodes.len() == 1;
+    for node in &egraph[class].nodes {
+        if !only && is_quantized_alternative(egraph, node) {
+            continue;
+        }
+        let mut trial = chosen.clone();
+        let fits = node
+            .children()
+            .iter()
+            .all(|&child| choose_float(egraph, &mut trial, egraph.find(child), visiting, depth - 1).is_some());
+        if fits {
+            *chosen = trial;
+            chosen.insert(class, node.clone().map_children(|c| egraph.find(c)));
+            visiting.remove(&class);
+            return Some(());
+        }
+    }
+    visiting.remove(&class);
+    None
+}
