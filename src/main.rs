@@ -103,9 +103,14 @@ struct OptimizeArgs {
     /// that add product pairs in int16 cannot saturate), u8 (uint8 around
     /// zero point 128: 8 bits, and u8×u8 kernels do not saturate), or auto
     /// (u8 on devices whose profile says int8 pairs saturate, such as
-    /// x86-avx2; s8 elsewhere).
+    /// x86-avx2; s8 elsewhere). With --quantize weights also s4 (int4) and
+    /// u4 (uint4 around 8), opset 21.
     #[arg(long, value_enum, default_value = "auto")]
     weights: WeightsArg,
+    /// With --quantize weights: one weight scale per block of this many
+    /// elements along the input axis (opset 21) instead of per channel.
+    #[arg(long, value_name = "N")]
+    block_size: Option<usize>,
     /// Saturation limits: iterations, e-nodes, seconds.
     #[arg(long, default_value_t = 30)]
     iter_limit: usize,
@@ -232,6 +237,8 @@ enum WeightsArg {
     #[value(name = "s8-7bit")]
     S8SevenBit,
     U8,
+    S4,
+    U4,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -347,7 +354,7 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
     };
     let mut tolerance = Tolerance { rtol: args.rtol, atol: args.atol, max_rel_l2: args.max_rel_l2, min_top1: None };
     let no_tolerance_given = args.rtol.is_none() && args.atol.is_none() && args.max_rel_l2.is_none();
-    if no_tolerance_given && matches!(args.quantize, Some(QuantizeArg::Auto | QuantizeArg::All)) {
+    if no_tolerance_given && args.quantize.is_some() {
         // Integer activations and weights: the declared tolerance is relative L2.
         tolerance.max_rel_l2 = Some(DEFAULT_QUANTIZED_REL_L2);
     }
@@ -474,8 +481,17 @@ fn quantization(
         },
         per_channel: !args.per_tensor,
         reduced_range: args.weights == WeightsArg::S8SevenBit,
-        unsigned_weights: args.weights == WeightsArg::U8,
+        unsigned_weights: matches!(args.weights, WeightsArg::U8 | WeightsArg::U4),
+        weight_bits: if matches!(args.weights, WeightsArg::S4 | WeightsArg::U4) { 4 } else { 8 },
+        block_size: args.block_size,
     };
+    if settings.mode == QuantMode::Static && (settings.weight_bits == 4 || settings.block_size.is_some()) {
+        // No integer kernel takes 4-bit or block-scaled weights with quantized activations.
+        anyhow::bail!("--weights s4|u4 and --block-size need --quantize weights (float compute)");
+    }
+    if args.block_size.is_some_and(|b| b < 2) {
+        anyhow::bail!("--block-size must be at least 2");
+    }
     let (ranges, probe) = if settings.mode == QuantMode::Static {
         if !(args.percentile > 0.0 && args.percentile <= 100.0) {
             anyhow::bail!("--percentile must be in (0, 100], not {}", args.percentile);

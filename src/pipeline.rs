@@ -62,7 +62,8 @@ pub const PASS_FAMILIES: &[&str] = &["fold", "fuse", "clean"];
 pub const QUANT_FAMILY: &str = "quant";
 
 /// The lowest default-domain opset quantized models are written at
-/// (per-channel DequantizeLinear needs 13).
+/// (per-channel DequantizeLinear needs 13; 4-bit and block-wise weights 21,
+/// see [`egraph::quantize::QuantSettings::opset`]).
 pub const QUANT_OPSET: i64 = 13;
 
 /// Where calibration samples come from.
@@ -246,7 +247,7 @@ pub fn optimize(
     forced.force = true;
     let all_options = egraph::Options { quantization: Some(forced), ..options.clone() };
     // Both quantized candidates start from the model raised to the quantization opset once.
-    let upgraded = at_quantization_opset(model.clone(), path, fixed)?;
+    let upgraded = at_quantization_opset(model.clone(), path, fixed, quantization)?;
     let mut candidates = Vec::new();
     for (name, start, candidate_options) in
         [("float", model, &float_options), ("auto", upgraded.clone(), options), ("all", upgraded, &all_options)]
@@ -290,12 +291,18 @@ pub fn optimize(
 /// Rounds of the side-by-side timing of `--quantize auto`'s candidates.
 const END_TO_END_ROUNDS: usize = 15;
 
-/// The model raised to [`QUANT_OPSET`] (shapes inferred again) when it is older.
-fn at_quantization_opset(mut model: Model, path: &Path, fixed: &[(String, Vec<i64>)]) -> Result<Model, PipelineError> {
-    if model.opset("").unwrap_or(1) < QUANT_OPSET {
-        let opset_error =
-            |reason| PipelineError::Opset { path: path.to_path_buf(), needed: QUANT_OPSET, reason: Box::new(reason) };
-        ir::upgrade_opset(&mut model, QUANT_OPSET).map_err(opset_error)?;
+/// The model raised to the opset `quantization` needs (shapes inferred
+/// again) when it is older.
+fn at_quantization_opset(
+    mut model: Model,
+    path: &Path,
+    fixed: &[(String, Vec<i64>)],
+    quantization: &egraph::Quantization,
+) -> Result<Model, PipelineError> {
+    let needed = quantization.settings.opset().max(QUANT_OPSET);
+    if model.opset("").unwrap_or(1) < needed {
+        let opset_error = |reason| PipelineError::Opset { path: path.to_path_buf(), needed, reason: Box::new(reason) };
+        ir::upgrade_opset(&mut model, needed).map_err(opset_error)?;
         ir::infer::infer(&mut model, fixed).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
     }
     Ok(model)
@@ -311,8 +318,12 @@ fn optimize_once(
         return Ok((model, None));
     }
     let engine_error = |reason| PipelineError::Engine { path: path.to_path_buf(), reason };
-    let quantizing = options.quantization.is_some() && options.families.iter().any(|f| f == QUANT_FAMILY);
-    let model = if quantizing { at_quantization_opset(model, path, fixed)? } else { model };
+    let quantization = options.quantization.as_ref().filter(|_| options.families.iter().any(|f| f == QUANT_FAMILY));
+    let quantizing = quantization.is_some();
+    let model = match quantization {
+        Some(q) => at_quantization_opset(model, path, fixed, q)?,
+        None => model,
+    };
     if let Some(quantization) = options.quantization.as_ref().filter(|q| {
         quantizing && !q.force && options.budget.is_finite() && q.sensitivity.is_empty() && !q.probe.is_empty()
     }) {

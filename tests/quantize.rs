@@ -188,3 +188,38 @@ fn budgeted_quantization_charges_each_layer_its_measured_sensitivity() {
     assert!(error <= budget, "{error} > {budget}");
     assert!(errors.iter().any(|e| (e - error).abs() < 1e-12) || error == 0.0, "{error} is one layer's, {errors:?}");
 }
+
+#[test]
+fn int4_block_wise_weights_are_opset_21_checked_and_close_in_ort() {
+    if python().is_none() && std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        eprintln!("skipped: ONNX Runtime not available (set PARE_PYTHON)");
+        return;
+    }
+    let model = common::repo().join("golden/resnet_block_op13/model.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("w4.onnx");
+    // tract has no int4 tensors, so the output is verified in ONNX Runtime.
+    let args = ["--quantize", "weights", "--weights", "u4", "--block-size", "8", "--objective", "size"];
+    let check = ["--runtime", "ort", "--ort-opt", "all", "--max-rel-l2", "0.08", "--input-shape", "images=1,3,32,32"];
+    quantize(&model, &out, &[&args[..], &check[..]].concat());
+    let proto = read_model(&out).unwrap().model;
+    let opset = proto.opset_import.iter().find(|o| o.domain.as_deref().unwrap_or("").is_empty()).unwrap();
+    assert_eq!(opset.version, Some(21));
+    let graph = proto.graph.as_ref().unwrap();
+    let dequantize: Vec<_> = graph.node.iter().filter(|n| n.op_type.as_deref() == Some("DequantizeLinear")).collect();
+    assert_eq!(dequantize.len(), 7, "six Conv weights and the Gemm's");
+    let uint4 = pare::ir::DataType::Uint4.code();
+    for node in dequantize {
+        let attribute = |name: &str| node.attribute.iter().find(|a| a.name.as_deref() == Some(name)).and_then(|a| a.i);
+        assert_eq!(attribute("block_size"), Some(8), "{node:?}");
+        let weight = graph.initializer.iter().find(|t| t.name == node.input.first().cloned()).unwrap();
+        assert_eq!(weight.data_type, Some(uint4));
+        let elements: i64 = weight.dims.iter().product();
+        assert_eq!(weight.raw_data.as_ref().unwrap().len() as i64, (elements + 1) / 2, "two weights to a byte");
+    }
+    onnx_checker(&out);
+    let shape = ["--input-shape", "images=1,3,32,32"];
+    for level in ["all", "none"] {
+        verify_in_ort(&model, &out, level, &shape);
+    }
+}

@@ -75,6 +75,33 @@ pub struct QuantSettings {
     /// u8×u8 kernels widen to int16 before multiplying, so they cannot
     /// saturate either, and keep all 8 bits.
     pub unsigned_weights: bool,
+    /// Bits per stored weight: 8, or 4 (int4/uint4, opset 21; weight-only).
+    pub weight_bits: u32,
+    /// Block-wise weight scales: one per this many elements along the
+    /// weight's input axis (opset 21; weight-only), instead of per channel.
+    pub block_size: Option<usize>,
+}
+
+impl QuantSettings {
+    /// The default-domain opset the quantized model needs: 21 for 4-bit or
+    /// block-wise weights, 13 for per-axis scales.
+    pub fn opset(&self) -> i64 {
+        if self.weight_bits == 4 || self.block_size.is_some() {
+            21
+        } else {
+            13
+        }
+    }
+
+    /// The stored type of `bits`-bit weights and the zero point that centres it.
+    fn weight_type(&self, bits: u32) -> (DataType, i32) {
+        match (bits, self.unsigned_weights) {
+            (4, false) => (DataType::Int4, 0),
+            (4, true) => (DataType::Uint4, 8),
+            (_, false) => (DataType::Int8, 0),
+            (_, true) => (DataType::Uint8, 128),
+        }
+    }
 }
 
 /// Relative error charged for each activation rounded to 8 bits (half a
@@ -174,16 +201,20 @@ pub fn activation_parameters(range: ActivationRange, activations: ActivationType
 }
 
 /// A quantization parameter pair as constant leaves: (scale, zero point).
-fn parameter_leaves(egraph: &mut Graph, scale: &[f32], zero_point: &[i32], dtype: DataType) -> (Id, Id) {
-    let dims: Vec<i64> = if scale.len() == 1 { Vec::new() } else { vec![scale.len() as i64] };
-    let scale = add_weight(egraph, tensor::from_f32("", &dims, scale));
-    let zero_point = add_weight(egraph, integer_tensor(dtype, &dims, zero_point));
+fn parameter_leaves(egraph: &mut Graph, scale: &[f32], zero_point: &[i32], dtype: DataType, dims: &[i64]) -> (Id, Id) {
+    let scale = add_weight(egraph, tensor::from_f32("", dims, scale));
+    let zero_point = add_weight(egraph, integer_tensor(dtype, dims, zero_point));
     (scale, zero_point)
 }
 
-/// An int8, uint8 or int32 tensor.
+/// An int4, uint4, int8, uint8 or int32 tensor (4-bit values packed two to
+/// a byte, the first in the low nibble).
 fn integer_tensor(dtype: DataType, dims: &[i64], values: &[i32]) -> TensorProto {
     let raw: Vec<u8> = match dtype {
+        DataType::Int4 | DataType::Uint4 => values
+            .chunks(2)
+            .map(|pair| (pair[0] as u8 & 0x0f) | ((*pair.get(1).unwrap_or(&0) as u8 & 0x0f) << 4))
+            .collect(),
         DataType::Int8 => values.iter().map(|&v| v as i8 as u8).collect(),
         DataType::Uint8 => values.iter().map(|&v| v as u8).collect(),
         _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -209,7 +240,7 @@ fn quantize_input(egraph: &mut Graph, x: Id, settings: &QuantSettings) -> Option
     let shape = facts.shape.clone();
     let (scale_value, zero_point) = activation_parameters(range, settings.activations);
     let dtype = settings.activations.dtype();
-    let (scale, zero) = parameter_leaves(egraph, &[scale_value], &[zero_point], dtype);
+    let (scale, zero) = parameter_leaves(egraph, &[scale_value], &[zero_point], dtype, &[]);
     let attrs = no_attributes(egraph);
     let value = add_typed_op(egraph, "QuantizeLinear", vec![x, scale, zero], attrs, dtype, shape);
     Some(QuantizedInput { value, scale, zero_point: zero, scale_value: f64::from(scale_value) })
@@ -219,7 +250,7 @@ fn quantize_input(egraph: &mut Graph, x: Id, settings: &QuantSettings) -> Option
 fn output_parameters(egraph: &mut Graph, root: Id, settings: &QuantSettings) -> Option<(Id, Id)> {
     let range = egraph[root].data.range?;
     let (scale, zero_point) = activation_parameters(range, settings.activations);
-    Some(parameter_leaves(egraph, &[scale], &[zero_point], settings.activations.dtype()))
+    Some(parameter_leaves(egraph, &[scale], &[zero_point], settings.activations.dtype(), &[]))
 }
 
 /// The error of quantizing the layer computing `root`: its measured
@@ -237,15 +268,10 @@ fn dequantized(egraph: &mut Graph, integer: Id, error: f64, scale: Id, zero_poin
 }
 
 /// Relative L2 error of the stored weights against the float ones.
-fn weight_error(w: &[f64], layer: &QuantizedLayer, dims: &[usize], axis: Option<usize>) -> f64 {
-    let inner: usize = axis.map_or(1, |a| dims[a + 1..].iter().product());
-    let channels = axis.map_or(1, |a| dims[a]);
-    let (mut diff, mut norm) = (0.0, 0.0);
-    for (i, (&v, &q)) in w.iter().zip(&layer.values).enumerate() {
-        let scale = if layer.scales.len() == 1 { layer.scales[0] } else { layer.scales[(i / inner) % channels] };
-        diff += (v - f64::from(q) * scale).powi(2);
-        norm += v * v;
-    }
+fn weight_error(w: &[f64], layer: &QuantizedLayer, dims: &[usize], spec: &WeightSpec) -> f64 {
+    let stored = layer.dequantized(dims, spec);
+    let diff: f64 = w.iter().zip(&stored).map(|(v, q)| (v - q).powi(2)).sum();
+    let norm: f64 = w.iter().map(|v| v * v).sum();
     if norm > 0.0 {
         (diff / norm).sqrt()
     } else {
@@ -262,37 +288,68 @@ struct QuantizedWeights {
     error: f64,
 }
 
+/// How a weight's scales are laid out: the output-channel axis (per-channel
+/// scales) and the input axis (block-wise scales).
+#[derive(Clone, Copy)]
+struct WeightAxes {
+    output: usize,
+    input: usize,
+}
+
+impl WeightAxes {
+    /// The weight spec `settings` ask for (blocks only for weight-only layers).
+    fn spec(self, settings: &QuantSettings) -> WeightSpec {
+        let block = settings.block_size.filter(|_| settings.mode == QuantMode::WeightsOnly).map(|b| (self.input, b));
+        let channel_axis = (settings.per_channel && block.is_none()).then_some(self.output);
+        let bits = if settings.mode == QuantMode::WeightsOnly { settings.weight_bits } else { 8 };
+        WeightSpec { bits, reduced_range: settings.reduced_range, channel_axis, block }
+    }
+}
+
+/// Conv weights are [out, in/groups, kernel...].
+const CONV_AXES: WeightAxes = WeightAxes { output: 0, input: 1 };
+/// A MatMul's (and an untransposed Gemm's) weights are [in, out].
+const MATMUL_AXES: WeightAxes = WeightAxes { output: 1, input: 0 };
+
 fn quantize_weights(
     egraph: &mut Graph,
     w: &[f64],
     dims: &[usize],
-    axis: usize,
+    spec: &WeightSpec,
     bias: Option<(&[f64], f64)>,
     settings: &QuantSettings,
 ) -> Option<QuantizedWeights> {
-    let channel_axis = settings.per_channel.then_some(axis);
-    let spec = WeightSpec { bits: 8, reduced_range: settings.reduced_range, channel_axis, block: None };
-    let layer = quantize(w, dims, &spec, bias).ok()?;
-    let error = weight_error(w, &layer, dims, channel_axis);
+    let layer = quantize(w, dims, spec, bias).ok()?;
+    let error = weight_error(w, &layer, dims, spec);
     let dims_i64: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
-    let (dtype, zero) = if settings.unsigned_weights { (DataType::Uint8, 128) } else { (DataType::Int8, 0) };
+    let (dtype, zero) = settings.weight_type(spec.bits);
     let stored: Vec<i32> = layer.values.iter().map(|&v| v + zero).collect();
     let values = add_weight(egraph, integer_tensor(dtype, &dims_i64, &stored));
     let scales: Vec<f32> = layer.scales.iter().map(|&s| s as f32).collect();
-    let (scale, zero_point) = parameter_leaves(egraph, &scales, &vec![zero; scales.len()], dtype);
+    let scale_dims: Vec<i64> = match spec.block {
+        Some(_) => layer.scale_dims.iter().map(|&d| d as i64).collect(),
+        None if scales.len() == 1 => Vec::new(),
+        None => vec![scales.len() as i64],
+    };
+    let (scale, zero_point) = parameter_leaves(egraph, &scales, &vec![zero; scales.len()], dtype, &scale_dims);
     let bias = layer.bias.as_ref().map(|b| add_weight(egraph, integer_tensor(DataType::Int32, &[b.len() as i64], b)));
     Some(QuantizedWeights { values, scale, zero_point, bias, error })
 }
 
-/// Weight-only alternative: the layer reads DequantizeLinear of int8 weights.
-fn weight_only_layer(egraph: &mut Graph, w: Id, axis: usize, settings: &QuantSettings) -> Option<(Id, f64)> {
+/// Weight-only alternative: the layer reads DequantizeLinear of integer
+/// weights (per channel along `axes.output`, or in blocks along `axes.input`).
+fn weight_only_layer(egraph: &mut Graph, w: Id, axes: WeightAxes, settings: &QuantSettings) -> Option<(Id, f64)> {
     let (values, dims) = float_weight(egraph, w)?;
-    let weights = quantize_weights(egraph, &values, &dims, axis, None, settings)?;
-    let attrs = if settings.per_channel {
-        egraph.analysis.intern_attrs(super::analysis::OpAttrs::default().with(attribute::int("axis", axis as i64)))
-    } else {
-        0
+    let spec = axes.spec(settings);
+    let weights = quantize_weights(egraph, &values, &dims, &spec, None, settings)?;
+    let attributes = match (spec.block, spec.channel_axis) {
+        (Some((axis, size)), _) => super::analysis::OpAttrs::default()
+            .with(attribute::int("axis", axis as i64))
+            .with(attribute::int("block_size", size as i64)),
+        (None, Some(axis)) => super::analysis::OpAttrs::default().with(attribute::int("axis", axis as i64)),
+        (None, None) => super::analysis::OpAttrs::default(),
     };
+    let attrs = egraph.analysis.intern_attrs(attributes);
     let attrs = egraph.add(Onnx::Attrs(attrs));
     let shape = Some(Shape::known(&dims.iter().map(|&d| d as i64).collect::<Vec<_>>()));
     let inputs = vec![weights.values, weights.scale, weights.zero_point];
@@ -301,9 +358,9 @@ fn weight_only_layer(egraph: &mut Graph, w: Id, axis: usize, settings: &QuantSet
 
 /// Replaces the weight child (index 1) of the matched layer with its
 /// weight-only quantized form, wrapped as an approximation.
-fn weight_only_alternative(egraph: &mut Graph, root: Id, op: &str, children: Vec<Id>, axis: usize) -> Option<Id> {
+fn weight_only_alternative(egraph: &mut Graph, root: Id, op: &str, children: Vec<Id>, axes: WeightAxes) -> Option<Id> {
     let settings = egraph.analysis.quantization.clone()?;
-    let (weight, error) = weight_only_layer(egraph, children[1], axis, &settings)?;
+    let (weight, error) = weight_only_layer(egraph, children[1], axes, &settings)?;
     let mut inputs = children;
     inputs[1] = weight;
     let attrs = inputs.pop()?;
@@ -330,8 +387,7 @@ struct LinearLayer {
     input: Id,
     weights: Vec<f64>,
     dims: Vec<usize>,
-    /// The weight axis with one scale per output channel.
-    axis: usize,
+    axes: WeightAxes,
     bias: Option<Vec<f64>>,
     bias_input: BiasInput,
     attrs: Id,
@@ -345,7 +401,8 @@ fn integer_linear(egraph: &mut Graph, root: Id, layer: LinearLayer) -> Option<Id
     let (output_scale, output_zero) = output_parameters(egraph, root, &settings)?;
     let input = quantize_input(egraph, layer.input, &settings)?;
     let bias = layer.bias.as_deref().map(|b| (b, input.scale_value));
-    let weights = quantize_weights(egraph, &layer.weights, &layer.dims, layer.axis, bias, &settings)?;
+    let spec = layer.axes.spec(&settings);
+    let weights = quantize_weights(egraph, &layer.weights, &layer.dims, &spec, bias, &settings)?;
     let absent = egraph.add(Onnx::Absent);
     let bias = weights.bias.unwrap_or(absent);
     let mut inputs =
@@ -377,14 +434,14 @@ pub(super) fn quantize_conv(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
         (bias_dims == [dims[0]]).then_some(bias)?.into()
     };
     if weights_only(egraph) {
-        return weight_only_alternative(egraph, root, "Conv", vec![x, w, b, attrs], 0);
+        return weight_only_alternative(egraph, root, "Conv", vec![x, w, b, attrs], CONV_AXES);
     }
     let layer = LinearLayer {
         op: "QLinearConv",
         input: x,
         weights: values,
         dims,
-        axis: 0,
+        axes: CONV_AXES,
         bias,
         bias_input: BiasInput::AfterOutput,
         attrs,
@@ -402,14 +459,14 @@ pub(super) fn quantize_matmul(egraph: &mut Graph, root: Id, subst: &Subst, _op: 
         return None;
     }
     if weights_only(egraph) {
-        return weight_only_alternative(egraph, root, "MatMul", vec![x, w, attrs], 1);
+        return weight_only_alternative(egraph, root, "MatMul", vec![x, w, attrs], MATMUL_AXES);
     }
     let layer = LinearLayer {
         op: "QLinearMatMul",
         input: x,
         weights: values,
         dims,
-        axis: 1,
+        axes: MATMUL_AXES,
         bias: None,
         bias_input: BiasInput::None,
         attrs,
@@ -432,9 +489,9 @@ pub(super) fn quantize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
     if dims.len() != 2 || egraph[x].data.shape.as_ref().is_none_or(|s| s.rank() != 2) {
         return None;
     }
-    let (axis, columns) = if trans_b { (0, dims[0]) } else { (1, dims[1]) };
+    let (axes, columns) = if trans_b { (WeightAxes { output: 0, input: 1 }, dims[0]) } else { (MATMUL_AXES, dims[1]) };
     if weights_only(egraph) {
-        return weight_only_alternative(egraph, root, "Gemm", vec![x, w, c, attrs], axis);
+        return weight_only_alternative(egraph, root, "Gemm", vec![x, w, c, attrs], axes);
     }
     // The bias: one value per output column (beta folded in).
     let bias = if is_absent(egraph, c) {
@@ -455,7 +512,7 @@ pub(super) fn quantize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
         input: x,
         weights: values,
         dims,
-        axis,
+        axes,
         bias,
         bias_input: BiasInput::BeforeOutput,
         attrs,

@@ -86,6 +86,8 @@ fn forced_quantization(model: &Model, mode: quantize::QuantMode) -> Quantization
             activations: quantize::ActivationType::Uint8,
             per_channel: true,
             reduced_range: false,
+            weight_bits: 8,
+            block_size: None,
             unsigned_weights: true,
         },
         ranges: calibration.unwrap().calibration.ranges,

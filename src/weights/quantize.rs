@@ -137,6 +137,15 @@ pub fn quantize(
     Ok(QuantizedLayer { values, scales, scale_dims: groups.scale_dims, bias, widened })
 }
 
+impl QuantizedLayer {
+    /// The float weights the stored integers stand for (value × its group's
+    /// scale), in the weight's element order; `spec` and `dims` as quantized.
+    pub fn dequantized(&self, dims: &[usize], spec: &WeightSpec) -> Vec<f64> {
+        let groups = Groups::new(dims, spec);
+        self.values.iter().enumerate().map(|(index, &v)| f64::from(v) * self.scales[groups.of(index)]).collect()
+    }
+}
+
 /// Maps a weight element to its scale group.
 struct Groups {
     count: usize,
