@@ -27,7 +27,15 @@
 //! values are named after that output, new nodes after the node; float
 //! intermediates get the scale's dtype, dequantized operands the quantized
 //! tensor's shape, and the float operator's output no shape (shape inference,
-//! run by the caller, fills it). Bias scales of equal value are shared.
+//! run by the caller, fills it).
+//!
+//! What the file stores stays small: a bias scale is computed by a `Mul` of
+//! the two (constant) scales it is the product of (times a constant for
+//! alpha ≠ 1), which runtimes fold at load time, rather than stored as a
+//! third scale per channel; one DequantizeLinear serves every lowered node
+//! that reads the same operand with the same parameters (ONNX Runtime
+//! duplicates it per reader itself before fusing), and the operator forms'
+//! constants that no node reads any more are dropped.
 //!
 //! A scale with more than one element is per-channel (per-axis), which Q and
 //! DQ take from opset 13: an older model is refused (the caller raises its
@@ -35,7 +43,7 @@
 //! before anything is rewritten, so on error the model is unchanged. Only the
 //! main graph is lowered; the model's opset imports are left as they are.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use petgraph::stable_graph::NodeIndex;
 
@@ -84,11 +92,23 @@ pub fn lower_to_qdq(model: &mut Model) -> Result<Lowered, QdqError> {
     if plans.is_empty() {
         return Ok(Lowered::default());
     }
-    let mut writer = Writer { names: Names::of_model(model), shared_scales: HashMap::new() };
+    let mut writer = Writer { names: Names::of_model(model), products: HashMap::new(), dequantized: HashMap::new() };
+    let mut operands: HashSet<ValueId> = HashSet::new();
     for plan in &plans {
+        operands.extend(model.graph.node(plan.node).inputs.iter().flatten());
         writer.lower(&mut model.graph, plan);
     }
     model.graph.rebuild_edges();
+    // Constants only the operator forms read (zero points left at their default) go too.
+    let graph = &mut model.graph;
+    let read: HashSet<ValueId> = graph
+        .nodes
+        .node_weights()
+        .flat_map(|node| node.inputs.iter().flatten().chain(&node.implicit_inputs))
+        .chain(graph.outputs.iter().map(|io| &io.value))
+        .copied()
+        .collect();
+    graph.initializers.retain(|id| read.contains(id) || !operands.contains(id));
     Ok(Lowered { nodes: plans.len() })
 }
 
@@ -142,8 +162,14 @@ enum ChannelAxis {
 /// Where a DequantizeLinear's scale comes from.
 enum ScaleSource {
     Value(ValueId),
-    /// A new initializer: the product of an input scale and a weight scale.
-    Product(Box<TensorProto>),
+    /// `factor` times an input scale times a weight scale, computed by Mul
+    /// nodes over the two (constant) scales: runtimes fold them at load time,
+    /// and the file does not store a third scale per channel.
+    Product {
+        input: ValueId,
+        weight: ValueId,
+        factor: f64,
+    },
 }
 
 /// One DequantizeLinear to write.
@@ -489,13 +515,14 @@ impl Check<'_> {
         };
         let (input_scale, dtype) = constant_scale(scales[0])?;
         let (weight_scale, _) = constant_scale(scales[1])?;
-        let [input_scale] = input_scale[..] else {
+        if input_scale.len() != 1 {
             return Err(self.fail("the input scale must have one element"));
-        };
-        let values: Vec<f64> = weight_scale.iter().map(|&w| factor * input_scale * w).collect();
-        let dtype = dtype.unwrap_or(DataType::Float);
-        let (dims, axis) = match values.len() {
-            1 => (Vec::new(), None),
+        }
+        if !dtype.unwrap_or(DataType::Float).is_float() {
+            return Err(self.fail(format!("the scales are {}, not a float type", dtype.unwrap_or(DataType::Float))));
+        }
+        let axis = match weight_scale.len() {
+            1 => None,
             count => {
                 let rank = self.rank(bias).unwrap_or(0);
                 let last = rank.checked_sub(1).and_then(|axis| self.dim(bias, axis));
@@ -505,15 +532,14 @@ impl Check<'_> {
                         "the bias '{bias_name}' has shape {shape}, but its per-channel scale needs a last axis of {count}"
                     )));
                 }
-                (vec![count as i64], i64::try_from(rank - 1).ok())
+                i64::try_from(rank - 1).ok()
             }
         };
-        let scale = tensor::from_f64(dtype, &dims, &values)
-            .ok_or_else(|| self.fail(format!("the scales are {dtype}, not a float type")))?;
+        let (input, weight) = (self.required(scales[0], "scale")?, self.required(scales[1], "scale")?);
         Ok(Dequantize {
             role: "bias",
             input: bias,
-            scale: ScaleSource::Product(Box::new(scale)),
+            scale: ScaleSource::Product { input, weight, factor },
             zero_point: None,
             axis,
         })
@@ -526,8 +552,12 @@ impl Check<'_> {
 /// Adds the nodes and values of planned lowerings to a graph.
 struct Writer {
     names: Names,
-    /// Bias scales already written, by dtype code, dims and packed elements.
-    shared_scales: HashMap<(i32, Vec<i64>, Vec<u8>), ValueId>,
+    /// Bias scales already computed, by their two scales and factor bits.
+    products: HashMap<([ValueId; 2], u64), ValueId>,
+    /// Values already dequantized (one DequantizeLinear serves every
+    /// reader; runtimes that fuse per reader duplicate it themselves), by
+    /// input, scale, zero point and axis.
+    dequantized: HashMap<(ValueId, ValueId, Option<ValueId>, Option<i64>), ValueId>,
 }
 
 impl Writer {
@@ -543,17 +573,28 @@ impl Writer {
         for (index, operand) in stage.operands.iter().enumerate() {
             let scale = match &operand.scale {
                 ScaleSource::Value(id) => *id,
-                ScaleSource::Product(scale) => self.shared_scale(graph, &format!("{output_name}_bias_scale"), scale),
+                &ScaleSource::Product { input, weight, factor } => {
+                    self.product_scale(graph, &format!("{output_name}_bscale"), [input, weight], factor)
+                }
             };
             let dtype = graph.value(scale).dtype.unwrap_or(DataType::Float);
             if index == 0 {
                 float_dtype = dtype;
             }
-            let shape = graph.value(operand.input).shape.clone();
-            let dequantized = self.value(graph, &format!("{output_name}_{}_dequantized", operand.role), dtype, shape);
-            let inputs = [Some(operand.input), Some(scale)].into_iter().chain(operand.zero_point.map(Some)).collect();
-            let node = format!("{node_base}_dequantize_{}", operand.role);
-            self.add_node(graph, &node, "DequantizeLinear", inputs, axis_attribute(operand.axis), dequantized);
+            let key = (operand.input, scale, operand.zero_point, operand.axis);
+            let dequantized = match self.dequantized.get(&key) {
+                Some(&shared) => shared,
+                None => {
+                    let shape = graph.value(operand.input).shape.clone();
+                    let dequantized = self.value(graph, &format!("{output_name}_{}_dq", operand.role), dtype, shape);
+                    let inputs =
+                        [Some(operand.input), Some(scale)].into_iter().chain(operand.zero_point.map(Some)).collect();
+                    let node = format!("{node_base}_dq_{}", operand.role);
+                    self.add_node(graph, &node, "DequantizeLinear", inputs, axis_attribute(operand.axis), dequantized);
+                    self.dequantized.insert(key, dequantized);
+                    dequantized
+                }
+            };
             float_inputs.push(Some(dequantized));
         }
         let float_node = format!("{node_base}_{}", stage.op.to_lowercase());
@@ -573,7 +614,7 @@ impl Writer {
             ZeroPoint::Omitted => None,
         };
         let inputs = [Some(float_output), Some(requantize.scale)].into_iter().chain(zero_point.map(Some)).collect();
-        let node = format!("{node_base}_quantize");
+        let node = format!("{node_base}_q");
         self.add_node(graph, &node, "QuantizeLinear", inputs, axis_attribute(requantize.axis), plan.output);
     }
 
@@ -589,15 +630,27 @@ impl Writer {
         })
     }
 
-    /// A bias scale initializer, shared with an earlier one of the same type, dims and elements.
-    fn shared_scale(&mut self, graph: &mut Graph, base: &str, scale: &TensorProto) -> ValueId {
-        let bytes = tensor::raw_bytes(scale).map(|raw| raw.to_vec()).unwrap_or_default();
-        let key = (scale.data_type.unwrap_or(0), scale.dims.clone(), bytes);
-        if let Some(&id) = self.shared_scales.get(&key) {
+    /// `factor` × the product of two scales, by Mul nodes (a factor other
+    /// than 1 is an initializer), shared with an earlier identical product.
+    fn product_scale(&mut self, graph: &mut Graph, base: &str, scales: [ValueId; 2], factor: f64) -> ValueId {
+        let key = (scales, factor.to_bits());
+        if let Some(&id) = self.products.get(&key) {
             return id;
         }
-        let id = self.initializer(graph, base, scale.clone());
-        self.shared_scales.insert(key, id);
+        let dtype = graph.value(scales[0]).dtype.unwrap_or(DataType::Float);
+        let shape = graph.value(scales[1]).shape.clone();
+        let product = self.value(graph, base, dtype, shape.clone());
+        self.add_node(graph, base, "Mul", scales.map(Some).to_vec(), Vec::new(), product);
+        let id = if factor == 1.0 {
+            product
+        } else {
+            let constant = tensor::from_f64(dtype, &[], &[factor]).unwrap_or_default();
+            let factor = self.initializer(graph, &format!("{base}_factor"), constant);
+            let scaled = self.value(graph, base, dtype, shape);
+            self.add_node(graph, base, "Mul", vec![Some(product), Some(factor)], Vec::new(), scaled);
+            scaled
+        };
+        self.products.insert(key, id);
         id
     }
 

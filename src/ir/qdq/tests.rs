@@ -300,18 +300,20 @@ fn qlinear_conv_per_channel_with_bias_dequantizes_the_bias_at_x_scale_times_w_sc
     let start = conv_model(13, &w_scales, true);
     let (goal, report) = lowered(&start);
     assert_eq!(report.nodes, 1);
-    assert_eq!(ops(&goal), ["DequantizeLinear", "DequantizeLinear", "DequantizeLinear", "Conv", "QuantizeLinear"]);
+    assert_eq!(
+        ops(&goal),
+        ["DequantizeLinear", "DequantizeLinear", "Mul", "DequantizeLinear", "Conv", "QuantizeLinear"]
+    );
     let dq = nodes_of(&goal, "DequantizeLinear");
     assert_eq!(axis(dq[0]), None);
     assert_eq!(axis(dq[1]), Some(0), "weight scales run along the output channels");
     assert_eq!(dq[2].input.len(), 2, "the bias has no zero point");
     assert_eq!(dq[2].input[0], "b");
     assert_eq!(axis(dq[2]), Some(0));
-    let (bias_scale, dims) = constant(&goal, &dq[2].input[1]);
-    assert_eq!(dims, [3]);
-    // One f32 product: rounding the exact (f64) product to f32 gives the same.
-    let expected: Vec<f64> = w_scales.iter().map(|&w| f64::from(X_SCALE * w)).collect();
-    assert_eq!(bias_scale, expected);
+    // The bias scale is computed, not stored: x_scale · w_scale (runtimes fold it at load).
+    let product = nodes_of(&goal, "Mul")[0];
+    assert_eq!(product.input, ["x_scale", "w_scale"]);
+    assert_eq!(dq[2].input[1], product.output[0]);
     let conv = nodes_of(&goal, "Conv")[0];
     assert_eq!(conv.input.len(), 3);
     assert_eq!(conv.input[2], dq[2].output[0]);
@@ -375,15 +377,15 @@ fn equal_bias_scales_are_shared_and_new_names_avoid_existing_ones() {
         .proto();
     let (goal, report) = lowered(&start);
     assert_eq!(report.nodes, 2);
-    let bias_dq: Vec<&NodeProto> =
-        nodes_of(&goal, "DequantizeLinear").into_iter().filter(|n| n.input[0] == "b").collect();
-    assert_eq!(bias_dq.len(), 2);
-    assert_eq!(bias_dq[0].input[1], bias_dq[1].input[1], "one shared bias scale");
-    let scales = graph(&goal).initializer.iter().filter(|t| t.name.as_deref().unwrap_or("").contains("bias_scale"));
-    assert_eq!(scales.count(), 1);
+    // One DequantizeLinear per distinct operand serves both convs, and one Mul their bias scale.
+    let dequantized: Vec<&str> = nodes_of(&goal, "DequantizeLinear").iter().map(|n| n.input[0].as_str()).collect();
+    assert_eq!(dequantized, ["x", "w", "b"]);
+    assert_eq!(nodes_of(&goal, "Mul").len(), 1);
     let convs = nodes_of(&goal, "Conv");
-    assert_eq!(convs[0].output, ["y_float_1"], "'y_float' was taken");
-    assert_eq!(convs[1].output, ["z_float"]);
+    assert_eq!(convs[0].input, convs[1].input);
+    let mut outputs: Vec<&str> = convs.iter().map(|c| c.output[0].as_str()).collect();
+    outputs.sort();
+    assert_eq!(outputs, ["y_float_1", "z_float"], "'y_float' was taken");
     assert_eq!(nodes_of(&goal, "Identity")[0].input, ["y"]);
 }
 
@@ -394,7 +396,7 @@ fn shape_inference_fills_the_float_outputs_afterwards() {
     let float = model.graph.value_id("y_float").expect("the conv's float output");
     assert_eq!(model.graph.value(float).shape, None);
     assert_eq!(model.graph.value(float).dtype, Some(DataType::Float));
-    let weight = model.graph.value_id("y_w_dequantized").expect("the dequantized weight");
+    let weight = model.graph.value_id("y_w_dq").expect("the dequantized weight");
     assert_eq!(model.graph.value(weight).shape, Some(Shape::known(&[3, 2, 3, 3])));
     infer::infer(&mut model, &[]).expect("infers");
     assert_eq!(model.graph.value(float).shape, Some(Shape::known(&[1, 3, 5, 3])));
@@ -480,18 +482,19 @@ fn qgemm_dequantizes_c_at_alpha_times_a_scale_times_b_scale() {
     let start = qgemm_model(true);
     let (goal, report) = lowered(&start);
     assert_eq!(report.nodes, 1);
-    assert_eq!(ops(&goal), ["DequantizeLinear", "DequantizeLinear", "DequantizeLinear", "Gemm", "QuantizeLinear"]);
+    let quantize_ops =
+        ["DequantizeLinear", "DequantizeLinear", "Mul", "Mul", "DequantizeLinear", "Gemm", "QuantizeLinear"];
+    assert_eq!(ops(&goal), quantize_ops);
     let dq = nodes_of(&goal, "DequantizeLinear");
     assert_eq!(axis(dq[1]), Some(0), "transB: B's columns are its rows");
     assert_eq!(dq[2].input[0], "c");
     assert_eq!(axis(dq[2]), Some(0));
-    let (c_scale, dims) = constant(&goal, &dq[2].input[1]);
-    assert_eq!(dims, [4]);
-    let expected: Vec<f64> = [0.01f32, 0.02, 0.005, 0.008]
-        .iter()
-        .map(|&b| f64::from((0.5 * f64::from(0.05f32) * f64::from(b)) as f32))
-        .collect();
-    assert_eq!(c_scale, expected);
+    // C's scale is alpha · a_scale · b_scale, computed by two Mul nodes.
+    let products = nodes_of(&goal, "Mul");
+    assert_eq!(products[0].input[1], dq[1].input[1], "b_scale");
+    assert_eq!(products[1].input[0], products[0].output[0]);
+    assert_eq!(constant(&goal, &products[1].input[1]), (vec![0.5], vec![]), "alpha");
+    assert_eq!(dq[2].input[1], products[1].output[0]);
     let gemm = nodes_of(&goal, "Gemm")[0];
     let attributes = gemm.attribute.as_slice();
     assert_eq!((attributes.attr_float("alpha"), attributes.attr_int("transB")), (Some(0.5), Some(1)));
@@ -510,7 +513,7 @@ fn qgemm_dequantizes_c_at_alpha_times_a_scale_times_b_scale() {
 fn qgemm_without_y_scale_ends_in_the_float_gemm() {
     let start = qgemm_model(false);
     let (goal, _) = lowered(&start);
-    assert_eq!(ops(&goal), ["DequantizeLinear", "DequantizeLinear", "DequantizeLinear", "Gemm"]);
+    assert_eq!(ops(&goal), ["DequantizeLinear", "DequantizeLinear", "Mul", "Mul", "DequantizeLinear", "Gemm"]);
     assert_eq!(nodes_of(&goal, "Gemm")[0].output, ["y"]);
     let a = integers(6, 0, 255, 6);
     let lowered = run(&goal, &[("a", DataType::Uint8, &[2, 3], &a)]);
