@@ -45,6 +45,7 @@ const GUARDS: &[Guard] = &[
     Guard { name: "batchnorm_fits_transposed", about: "(W scale bias mean var bn_attrs conv_attrs): the same for ConvTranspose (Cout = W.dims[1]·group)", arity: Some(7), check: batchnorm_fits_transposed },
     Guard { name: "batchnorm_fits_gemm", about: "(B C scale bias mean var bn_attrs gemm_attrs): constant BN parameters, one per Gemm output column, beta ≠ 0", arity: Some(8), check: batchnorm_fits_gemm },
     Guard { name: "channel_constant", about: "(c W): c is a constant that varies only along the Conv output-channel axis", arity: Some(2), check: channel_constant },
+    Guard { name: "batchnorm_channel_constant", about: "(c X scale bias mean var bn_attrs): inference BN over X with constant parameters, and c a constant of their type that varies only along X's channel axis 1", arity: Some(7), check: batchnorm_channel_constant },
     Guard { name: "unshared", about: "(X W): the layer reading X with weight W has one reader, so fusing into it duplicates nothing", arity: Some(2), check: unshared },
     Guard { name: "zero_point_is_lowest", about: "a quantization zero point is its type's lowest level (nothing below zero survives)", arity: Some(1), check: |g, _, a| super::quantize::zero_point_is_lowest(g, a[0]) },
     Guard { name: "clip_within_quantized_range", about: "(lo hi scale zero_point): clipping to [lo, hi] changes nothing once quantized", arity: Some(4), check: |g, _, a| super::quantize::clip_within_quantized_range(g, a[0], a[1], a[2], a[3]) },
@@ -167,6 +168,21 @@ fn channel_constant(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
     // Right-align c against the output [N, Cout, spatial...]: only axis 1 may differ from 1.
     let offset = rank - c.len();
     c.iter().enumerate().all(|(i, &d)| d == 1 || (i + offset == 1 && d == w[0]))
+}
+
+fn batchnorm_channel_constant(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
+    let (Some((c_type, c)), Some((s_type, s))) = (float_constant(egraph, args[0]), float_constant(egraph, args[2]))
+    else {
+        return false;
+    };
+    let Some(rank) = egraph[args[1]].data.shape.as_ref().map(|shape| shape.rank()) else { return false };
+    let [channels] = s[..] else { return false };
+    if c_type != s_type || rank < 2 || c.len() > rank || !bn_parameters_fit(egraph, &args[2..6], args[6], channels) {
+        return false;
+    }
+    // Right-align c against X [N, C, spatial...]: only axis 1 may differ from 1.
+    let offset = rank - c.len();
+    c.iter().enumerate().all(|(i, &d)| d == 1 || (i + offset == 1 && d == channels))
 }
 
 fn gemm_operands(egraph: &Graph, _root: Id, args: &[Id]) -> bool {

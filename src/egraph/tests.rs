@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::cost::DeviceProfile;
+use crate::ir::{DataType, Shape};
 use crate::pipeline;
 
 fn resnet_block() -> Model {
@@ -128,4 +129,66 @@ fn weight_only_quantization_keeps_float_compute() {
     assert_eq!(count(&optimized, "Conv"), count(&model, "Conv"));
     assert_eq!(count(&optimized, "DequantizeLinear"), count(&model, "Conv") + count(&model, "Gemm"));
     assert_eq!(count(&optimized, "QuantizeLinear"), 0);
+}
+
+/// X → BatchNormalization → Mul(c) → Add(d) → Relu, Caffe2's affine after
+/// BN, with no layer before the BN to fold it into.
+fn batch_norm_affine() -> Model {
+    use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+    let node = |op: &str, inputs: &[&str], output: &str| NodeProto {
+        op_type: Some(op.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..Default::default()
+    };
+    let vector = |name: &str, dims: &[i64], values: &[f32]| crate::ir::tensor::from_f32(name, dims, values);
+    let graph = GraphProto {
+        node: vec![
+            node("BatchNormalization", &["x", "s", "b", "m", "v"], "bn"),
+            node("Mul", &["bn", "c"], "scaled"),
+            node("Add", &["d", "scaled"], "shifted"),
+            node("Relu", &["shifted"], "y"),
+        ],
+        initializer: vec![
+            vector("s", &[3], &[1.5, 0.5, 2.0]),
+            vector("b", &[3], &[0.1, -0.2, 0.3]),
+            vector("m", &[3], &[0.0, 1.0, -1.0]),
+            vector("v", &[3], &[1.0, 4.0, 0.25]),
+            vector("c", &[3, 1, 1], &[2.0, -1.0, 0.5]),
+            vector("d", &[1, 3, 1, 1], &[-0.5, 0.25, 1.0]),
+        ],
+        input: vec![crate::ir::tensor_declaration("x", DataType::Float, Some(&Shape::known(&[1, 3, 4, 4])))],
+        output: vec![crate::ir::tensor_declaration("y", DataType::Float, Some(&Shape::known(&[1, 3, 4, 4])))],
+        ..Default::default()
+    };
+    let opset = OperatorSetIdProto { domain: Some(String::new()), version: Some(13) };
+    let proto = ModelProto { ir_version: Some(7), opset_import: vec![opset], graph: Some(graph), ..Default::default() };
+    let mut model = crate::ir::import(proto).unwrap();
+    crate::ir::infer::infer(&mut model, &[]).unwrap();
+    model
+}
+
+#[test]
+fn a_per_channel_mul_and_add_after_batch_norm_fold_into_it() {
+    use crate::eval::{EvaluatorBuilder, NamedTensor, Tensor};
+    let model = batch_norm_affine();
+    let (optimized, report) = optimize(&model, &options(&["fuse"], "", 0.0)).unwrap();
+    let fired: Vec<&str> = report.fired.iter().map(|(rule, _)| rule.as_str()).collect();
+    assert_eq!(fired, ["fuse-mul-batchnorm", "fuse-add-batchnorm-left"]);
+    let ops: Vec<&str> = optimized.graph.nodes.node_weights().map(|n| n.op_type.as_str()).collect();
+    assert_eq!(ops.len(), 2, "{ops:?}");
+    assert_eq!((count(&optimized, "BatchNormalization"), count(&optimized, "Relu")), (1, 1));
+
+    let x: Vec<f32> = (0..48).map(|i| (i as f32 - 24.0) / 8.0).collect();
+    let input = [NamedTensor::new("x", Tensor::from_f32(&[1, 3, 4, 4], &x).unwrap())];
+    let run = |model: &Model| {
+        let proto = crate::ir::export(model.clone()).unwrap();
+        let outputs = EvaluatorBuilder::new().build_from_model(&proto, "bn-affine").unwrap().run(&input).unwrap();
+        outputs[0].tensor.to_f64().unwrap()
+    };
+    let (expected, got) = (run(&model), run(&optimized));
+    assert!(expected.iter().any(|&v| v > 0.5), "a non-trivial case");
+    for (e, g) in expected.iter().zip(&got) {
+        assert!((e - g).abs() <= 1e-5 * e.abs().max(1.0), "{g} vs {e}");
+    }
 }
