@@ -134,15 +134,32 @@ pub fn calibrate(
 /// differences between fused and reference kernels stay well below it.
 pub const SATURATION_SHARE: f64 = 0.5;
 
-/// Whether ONNX Runtime's integer kernels (all graph optimizations) depart
-/// from its reference semantics (none) on `probe` by more than
-/// [`SATURATION_SHARE`] of the quantization error against `float`.
-pub fn integer_kernels_saturate(
+/// How far ONNX Runtime's integer kernels depart from its own semantics on
+/// a quantized model, next to how far quantization moved the model.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelDeparture {
+    /// Relative L2 of the fused kernels (all graph optimizations) against
+    /// reference semantics (none).
+    pub kernels: f64,
+    /// Relative L2 of reference semantics against the float model.
+    pub quantization: f64,
+}
+
+impl KernelDeparture {
+    /// Whether the kernels depart by more than [`SATURATION_SHARE`] of the
+    /// quantization error.
+    pub fn saturates(&self) -> bool {
+        self.kernels > SATURATION_SHARE * self.quantization.max(1e-3)
+    }
+}
+
+/// Measures [`KernelDeparture`] of `quantized` (against `float`) on `probe`.
+pub fn kernel_departure(
     quantized: &Model,
     float: &Model,
     path: &Path,
     probe: &[Vec<crate::eval::NamedTensor>],
-) -> Result<bool, PipelineError> {
+) -> Result<KernelDeparture, PipelineError> {
     use crate::onnxruntime::{GraphOptimization, OrtSession};
     use prost::Message;
     let failed = |reason: String| PipelineError::Measure { path: path.to_path_buf(), reason };
@@ -161,7 +178,7 @@ pub fn integer_kernels_saturate(
         kernels.push((a, b.clone()));
         quantization.push((b, f));
     }
-    Ok(runs_relative_l2(&kernels) > SATURATION_SHARE * runs_relative_l2(&quantization).max(1e-3))
+    Ok(KernelDeparture { kernels: runs_relative_l2(&kernels), quantization: runs_relative_l2(&quantization) })
 }
 
 /// Parses `--passes`: `none`, `all`, or a comma-separated list of families.
@@ -346,14 +363,20 @@ fn optimize_once(
         declare_inferred_shapes(&mut optimized);
     }
     if let Some(quantization) = options.quantization.as_ref().filter(|q| quantizing && q.check_saturation) {
-        if !quantization.settings.unsigned_weights
-            && integer_kernels_saturate(&optimized, &model, path, &quantization.probe)?
-        {
+        let signed = kernel_departure(&optimized, &model, path, &quantization.probe)?;
+        if !quantization.settings.unsigned_weights && signed.saturates() {
             let mut unsigned = quantization.clone();
             unsigned.settings.unsigned_weights = true;
             unsigned.check_saturation = false;
-            let options = egraph::Options { quantization: Some(unsigned), ..options.clone() };
-            return optimize_once(model, path, fixed, &options);
+            let unsigned_options = egraph::Options { quantization: Some(unsigned), ..options.clone() };
+            let (retried, retried_report) = optimize_once(model.clone(), path, fixed, &unsigned_options)?;
+            // u8 weights cannot saturate but run slower: kept only where they
+            // remove the departure (a model that amplifies every rounding
+            // difference departs as far with either).
+            let departure = kernel_departure(&retried, &model, path, &quantization.probe)?;
+            if departure.kernels < SATURATION_SHARE * signed.kernels {
+                return Ok((retried, retried_report));
+            }
         }
     }
     Ok((optimized, Some(report)))
