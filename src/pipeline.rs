@@ -362,9 +362,11 @@ fn optimize_once(
     if !fixed.is_empty() {
         declare_inferred_shapes(&mut optimized);
     }
-    if let Some(quantization) = options.quantization.as_ref().filter(|q| quantizing && q.check_saturation) {
+    let probed =
+        options.quantization.as_ref().filter(|q| quantizing && q.check_saturation && !q.settings.unsigned_weights);
+    if let Some(quantization) = probed {
         let signed = kernel_departure(&optimized, &model, path, &quantization.probe)?;
-        if !quantization.settings.unsigned_weights && signed.saturates() {
+        if signed.saturates() {
             let mut unsigned = quantization.clone();
             unsigned.settings.unsigned_weights = true;
             unsigned.check_saturation = false;
