@@ -459,7 +459,7 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
 /// tolerance it verifies against, as sensitivities only roughly add up.
 const DEFAULT_QUANTIZED_BUDGET: f64 = 0.05;
 
-/// The relative L2 error `--quantize auto|all` verifies against when no tolerance is given.
+/// The relative L2 error any `--quantize` mode verifies against when no tolerance is given.
 const DEFAULT_QUANTIZED_REL_L2: f64 = 0.1;
 
 /// Calibrates the model (unless only weights are quantized) and gathers the settings.
