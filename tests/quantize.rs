@@ -57,6 +57,20 @@ fn check_qdq_form(out: &Path) -> (usize, usize) {
     (count("QuantizeLinear"), count("DequantizeLinear"))
 }
 
+/// Whether ONNX Runtime can be loaded (says so when a test is skipped without it).
+fn ort_available() -> bool {
+    let available = python().is_some() || std::env::var_os("ORT_DYLIB_PATH").is_some();
+    if !available {
+        eprintln!("skipped: ONNX Runtime not available (set PARE_PYTHON)");
+    }
+    available
+}
+
+/// The residual block golden model (Conv, BatchNormalization, Add, Gemm).
+fn residual_block() -> std::path::PathBuf {
+    common::repo().join("golden/resnet_block_op13/model.onnx")
+}
+
 fn onnx_checker(out: &Path) {
     let Some(python) = python() else { return };
     let script = "import sys, onnx; onnx.checker.check_model(sys.argv[1], full_check=True)";
@@ -66,11 +80,10 @@ fn onnx_checker(out: &Path) {
 
 #[test]
 fn a_quantized_residual_block_is_qdq_checked_and_close_in_both_ort_modes() {
-    if python().is_none() && std::env::var_os("ORT_DYLIB_PATH").is_none() {
-        eprintln!("skipped: ONNX Runtime not available (set PARE_PYTHON)");
+    if !ort_available() {
         return;
     }
-    let model = common::repo().join("golden/resnet_block_op13/model.onnx");
+    let model = residual_block();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("int8.onnx");
     let shape = ["--input-shape", "images=1,3,32,32"];
@@ -92,7 +105,7 @@ fn a_quantized_residual_block_is_qdq_checked_and_close_in_both_ort_modes() {
 
 #[test]
 fn weight_only_quantization_keeps_float_compute_and_quarter_weights() {
-    let model = common::repo().join("golden/resnet_block_op13/model.onnx");
+    let model = residual_block();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("w8.onnx");
     let args =
@@ -132,7 +145,7 @@ fn a_fetched_opset_9_model_is_upgraded_quantized_and_verified_on_its_own_data() 
 
 #[test]
 fn a_missing_calibration_folder_is_exit_2_naming_it_with_nothing_written() {
-    let model = common::repo().join("golden/resnet_block_op13/model.onnx");
+    let model = residual_block();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("int8.onnx");
     let missing = dir.path().join("no-such-calib");
@@ -149,7 +162,7 @@ fn a_missing_calibration_folder_is_exit_2_naming_it_with_nothing_written() {
 /// Runs `--quantize auto --budget B` (profile costs) on the residual block and
 /// returns the report and the output's QuantizeLinear count.
 fn budgeted_residual_block(budget: &str) -> (serde_json::Value, usize) {
-    let model = common::repo().join("golden/resnet_block_op13/model.onnx");
+    let model = residual_block();
     let dir = tempfile::tempdir().unwrap();
     let (out, report) = (dir.path().join("auto.onnx"), dir.path().join("report.json"));
     let args = ["--quantize", "auto", "--cost-model", "profile", "--calib-samples", "16", "--budget", budget];
@@ -161,8 +174,7 @@ fn budgeted_residual_block(budget: &str) -> (serde_json::Value, usize) {
 
 #[test]
 fn budgeted_quantization_charges_each_layer_its_measured_sensitivity() {
-    if python().is_none() && std::env::var_os("ORT_DYLIB_PATH").is_none() {
-        eprintln!("skipped: ONNX Runtime not available (set PARE_PYTHON)");
+    if !ort_available() {
         return;
     }
     let (report, _) = budgeted_residual_block("1000");
@@ -191,11 +203,10 @@ fn budgeted_quantization_charges_each_layer_its_measured_sensitivity() {
 
 #[test]
 fn int4_block_wise_weights_are_opset_21_checked_and_close_in_ort() {
-    if python().is_none() && std::env::var_os("ORT_DYLIB_PATH").is_none() {
-        eprintln!("skipped: ONNX Runtime not available (set PARE_PYTHON)");
+    if !ort_available() {
         return;
     }
-    let model = common::repo().join("golden/resnet_block_op13/model.onnx");
+    let model = residual_block();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("w4.onnx");
     // tract has no int4 tensors, so the output is verified in ONNX Runtime.
