@@ -33,6 +33,11 @@ pub enum PipelineError {
     Qdq { path: PathBuf, reason: QdqError },
     #[error("{path}: timing the candidates in ONNX Runtime: {reason} (or pass --cost-model profile)")]
     Measure { path: PathBuf, reason: String },
+    #[error(
+        "{path}: checking ONNX Runtime's integer kernels for saturation: {reason} \
+         (or choose the weight type with --weights s8|s8-7bit|u8)"
+    )]
+    SaturationProbe { path: PathBuf, reason: String },
     #[error("{path}: quantization needs opset {needed}: {reason}")]
     Opset { path: PathBuf, needed: i64, reason: Box<OpsetError> },
 }
@@ -85,7 +90,8 @@ pub struct Calibrated {
 const PROBE_SAMPLES: usize = 4;
 
 /// Runs the calibration samples through the embedded evaluator once,
-/// capturing every float value the model's nodes compute, and returns their ranges.
+/// capturing the float values quantization may need ([`needs_range`]), and
+/// returns their ranges.
 pub fn calibrate(
     model: &Model,
     path: &Path,
@@ -94,14 +100,14 @@ pub fn calibrate(
     method: RangeMethod,
 ) -> Result<Calibrated, PipelineError> {
     let failed = |reason: String| PipelineError::Calibration { path: path.to_path_buf(), reason };
+    let needed = needs_range(model);
     let captured: Vec<String> = model
         .graph
         .nodes
         .node_weights()
         .flat_map(|node| node.outputs.iter().flatten())
-        .map(|&value| model.graph.value(value))
-        .filter(|value| value.dtype == Some(DataType::Float))
-        .map(|value| value.name.clone())
+        .filter(|value| needed.contains(value))
+        .map(|&value| model.graph.value(value).name.clone())
         .collect();
     let proto = ir::export(model.clone()).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
     let evaluator = EvaluatorBuilder::new()
@@ -126,6 +132,35 @@ pub fn calibrate(
     let probe = inputs.iter().take(PROBE_SAMPLES).cloned().collect();
     let calibration = calibrate::calibrate(&evaluator, inputs, method).map_err(|e| failed(e.to_string()))?;
     Ok(Calibrated { calibration, probe })
+}
+
+/// The float values a quantized graph can carry in integers, so calibration
+/// captures them: all but those read only by BatchNormalization. ONNX has no
+/// integer BatchNormalization; one after a linear layer folds into it exactly
+/// (the fused layer computes the BatchNormalization's output), and any other
+/// stays float and reads its input in float. Leaving those values out spares
+/// the evaluator keeping them and lets it fuse the layer with its normalization
+/// (half of ResNet-50's calibration time).
+fn needs_range(model: &Model) -> std::collections::HashSet<ir::ValueId> {
+    let graph = &model.graph;
+    let mut read_outside_batch_norm = std::collections::HashSet::new();
+    let mut read = std::collections::HashSet::new();
+    for node in graph.nodes.node_weights() {
+        for &value in node.inputs.iter().flatten().chain(&node.implicit_inputs) {
+            read.insert(value);
+            if node.op_type != "BatchNormalization" {
+                read_outside_batch_norm.insert(value);
+            }
+        }
+    }
+    let outputs: Vec<ir::ValueId> = graph.outputs.iter().map(|io| io.value).collect();
+    graph
+        .nodes
+        .node_weights()
+        .flat_map(|node| node.outputs.iter().flatten().copied())
+        .filter(|value| graph.value(*value).dtype == Some(DataType::Float))
+        .filter(|value| read_outside_batch_norm.contains(value) || !read.contains(value) || outputs.contains(value))
+        .collect()
 }
 
 /// Integer kernels count as saturating when their disagreement with ONNX
@@ -162,7 +197,7 @@ pub fn kernel_departure(
 ) -> Result<KernelDeparture, PipelineError> {
     use crate::onnxruntime::{GraphOptimization, OrtSession};
     use prost::Message;
-    let failed = |reason: String| PipelineError::Measure { path: path.to_path_buf(), reason };
+    let failed = |reason: String| PipelineError::SaturationProbe { path: path.to_path_buf(), reason };
     let session = |model: &Model, level| -> Result<OrtSession, PipelineError> {
         let proto =
             ir::export(model.clone()).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;

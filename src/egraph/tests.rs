@@ -101,6 +101,26 @@ fn forced_quantization(model: &Model, mode: quantize::QuantMode) -> Quantization
 }
 
 #[test]
+fn calibration_leaves_out_values_only_batch_norm_reads() {
+    let model = resnet_block();
+    let ranges = forced_quantization(&model, quantize::QuantMode::Static).ranges;
+    let graph = &model.graph;
+    let batch_norms: Vec<&crate::ir::Node> =
+        graph.nodes.node_weights().filter(|n| n.op_type == "BatchNormalization").collect();
+    assert_eq!(batch_norms.len(), 6);
+    for node in batch_norms {
+        let input = node.inputs[0].unwrap();
+        assert_eq!(graph.consumers(input).len(), 1);
+        assert!(!ranges.contains_key(&graph.value(input).name), "{}", graph.value(input).name);
+        let output = node.outputs[0].unwrap();
+        assert!(ranges.contains_key(&graph.value(output).name), "{}", graph.value(output).name);
+    }
+    // Every other value a node computes has its range (the Gemm's logits too).
+    let computed = graph.nodes.node_weights().flat_map(|n| n.outputs.iter().flatten()).count();
+    assert_eq!(ranges.len() + 6, computed + 1, "the image input has a range too");
+}
+
+#[test]
 fn forced_quantization_makes_one_integer_chain() {
     let model = resnet_block();
     let mut options = options(&["fuse", "clean", "quant"], "", 0.0);

@@ -47,27 +47,32 @@ const ENTROPY_LEVELS: usize = 128;
 pub struct ValueStatistics {
     min: f64,
     max: f64,
-    /// The histogram covers [−limit, limit] in BINS equal bins.
+    /// The histogram covers [−limit, limit] in BINS equal bins; empty when
+    /// the method needs only min and max.
     limit: f64,
     counts: Vec<u64>,
+    /// Finite values seen (those in the histogram, when it is kept).
     total: u64,
 }
 
-impl Default for ValueStatistics {
-    fn default() -> ValueStatistics {
-        ValueStatistics { min: f64::INFINITY, max: f64::NEG_INFINITY, limit: 0.0, counts: vec![0; BINS], total: 0 }
-    }
-}
-
 impl ValueStatistics {
+    /// Empty statistics that keep what `method` needs: the histogram only
+    /// for percentile and entropy (filling it is most of a minmax pass's cost).
+    pub fn for_method(method: RangeMethod) -> ValueStatistics {
+        let bins = if method == RangeMethod::MinMax { 0 } else { BINS };
+        ValueStatistics { min: f64::INFINITY, max: f64::NEG_INFINITY, limit: 0.0, counts: vec![0; bins], total: 0 }
+    }
+
     /// Adds the finite values of one sample (non-finite ones are skipped).
     pub fn add(&mut self, values: &[f32]) {
-        let (mut low, mut high) = (f32::INFINITY, f32::NEG_INFINITY);
-        for &v in values.iter().filter(|v| v.is_finite()) {
-            low = low.min(v);
-            high = high.max(v);
-        }
+        let (low, high) = finite_min_max(values);
         if low > high {
+            return;
+        }
+        if self.counts.is_empty() {
+            self.min = self.min.min(f64::from(low));
+            self.max = self.max.max(f64::from(high));
+            self.total += 1;
             return;
         }
         self.min = self.min.min(f64::from(low));
@@ -164,6 +169,35 @@ impl ValueStatistics {
     }
 }
 
+/// The least and greatest finite value (`(inf, -inf)` when there is none).
+/// Calibration scans every activation of every sample, so the common case
+/// runs as plain lane-wise min and max (NaN fails every comparison and is
+/// skipped); only a tensor that holds ±inf is scanned again with a filter.
+fn finite_min_max(values: &[f32]) -> (f32, f32) {
+    const LANES: usize = 16;
+    let (mut low, mut high) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for lane in 0..LANES {
+            let v = chunk[lane];
+            low[lane] = if v < low[lane] { v } else { low[lane] };
+            high[lane] = if v > high[lane] { v } else { high[lane] };
+        }
+    }
+    for &v in tail {
+        low[0] = if v < low[0] { v } else { low[0] };
+        high[0] = if v > high[0] { v } else { high[0] };
+    }
+    let low = low.iter().copied().fold(f32::INFINITY, f32::min);
+    let high = high.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if low == f32::NEG_INFINITY || high == f32::INFINITY {
+        let finite = values.iter().copied().filter(|v| v.is_finite());
+        return finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
+    }
+    (low, high)
+}
+
 /// KL(P‖Q) where P is the histogram clipped at `edge` (outliers added to its
 /// last bin) and Q is P quantized to ENTROPY_LEVELS levels, each level's mass
 /// spread evenly over its nonzero bins.
@@ -205,6 +239,10 @@ pub struct Calibration {
 
 /// Runs the samples through `evaluator` once and collects the statistics of
 /// every float tensor it sees: the inputs fed, the graph outputs and the captures.
+///
+/// Samples run in rounds of one per available core; each round's results
+/// enter the statistics in sample order, so the ranges do not depend on
+/// the number of cores or on scheduling.
 pub fn calibrate(
     evaluator: &Evaluator,
     samples: impl IntoIterator<Item = Vec<NamedTensor>>,
@@ -214,15 +252,31 @@ pub fn calibrate(
     let mut record = |tensors: &[NamedTensor]| {
         for named in tensors {
             if let Some(values) = named.tensor.as_f32() {
-                statistics.entry(named.name.clone()).or_default().add(values);
+                statistics.entry(named.name.clone()).or_insert_with(|| ValueStatistics::for_method(method)).add(values);
             }
         }
     };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut samples = samples.into_iter();
     let mut count = 0;
-    for sample in samples {
-        record(&sample);
-        record(&evaluator.run(&sample)?);
-        count += 1;
+    loop {
+        let round: Vec<Vec<NamedTensor>> = samples.by_ref().take(workers).collect();
+        if round.is_empty() {
+            break;
+        }
+        let results: Vec<Result<Vec<NamedTensor>, EvalError>> = std::thread::scope(|scope| {
+            let running: Vec<_> = round.iter().map(|sample| scope.spawn(|| evaluator.run(sample))).collect();
+            // `run` turns the model's panics into errors; any other panic is ours.
+            running
+                .into_iter()
+                .map(|thread| thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        });
+        for (sample, result) in round.iter().zip(results) {
+            record(sample);
+            record(&result?);
+            count += 1;
+        }
     }
     let ranges = statistics.into_iter().filter_map(|(name, s)| Some((name, s.range(method)?))).collect();
     Ok(Calibration { method, samples: count, ranges })
@@ -232,8 +286,13 @@ pub fn calibrate(
 mod tests {
     use super::*;
 
+    /// Statistics with the histogram (as percentile and entropy keep them).
     fn statistics(batches: &[&[f64]]) -> ValueStatistics {
-        let mut s = ValueStatistics::default();
+        statistics_for(RangeMethod::Entropy, batches)
+    }
+
+    fn statistics_for(method: RangeMethod, batches: &[&[f64]]) -> ValueStatistics {
+        let mut s = ValueStatistics::for_method(method);
         for batch in batches {
             s.add(&batch.iter().map(|&v| v as f32).collect::<Vec<f32>>());
         }
@@ -252,11 +311,26 @@ mod tests {
 
     #[test]
     fn minmax_is_exact_and_includes_zero() {
-        let s = statistics(&[&[0.5, 2.0], &[1.0, 7.5]]);
-        assert_eq!(s.range(RangeMethod::MinMax), Some(ActivationRange { min: 0.0, max: 7.5 }));
-        let s = statistics(&[&[-3.0, -1.0]]);
-        assert_eq!(s.range(RangeMethod::MinMax), Some(ActivationRange { min: -3.0, max: 0.0 }));
-        assert_eq!(ValueStatistics::default().range(RangeMethod::MinMax), None);
+        for method in [RangeMethod::MinMax, RangeMethod::Entropy] {
+            let s = statistics_for(method, &[&[0.5, 2.0], &[1.0, 7.5]]);
+            assert_eq!(s.range(RangeMethod::MinMax), Some(ActivationRange { min: 0.0, max: 7.5 }));
+            let s = statistics_for(method, &[&[-3.0, -1.0]]);
+            assert_eq!(s.range(RangeMethod::MinMax), Some(ActivationRange { min: -3.0, max: 0.0 }));
+            assert_eq!(statistics_for(method, &[&[f64::NAN]]).range(RangeMethod::MinMax), None);
+        }
+        assert!(ValueStatistics::for_method(RangeMethod::MinMax).counts.is_empty());
+        assert_eq!(ValueStatistics::for_method(RangeMethod::MinMax).range(RangeMethod::MinMax), None);
+    }
+
+    #[test]
+    fn min_max_skips_non_finite_values_in_lanes_and_tail() {
+        let mut values: Vec<f32> = (0..37).map(|i| i as f32 - 10.0).collect();
+        values[3] = f32::NAN;
+        values[20] = f32::INFINITY;
+        values[35] = f32::NEG_INFINITY;
+        assert_eq!(finite_min_max(&values), (-10.0, 26.0));
+        assert_eq!(finite_min_max(&[f32::NAN, f32::INFINITY]), (f32::INFINITY, f32::NEG_INFINITY));
+        assert_eq!(finite_min_max(&[]), (f32::INFINITY, f32::NEG_INFINITY));
     }
 
     #[test]

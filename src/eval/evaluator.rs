@@ -272,13 +272,22 @@ impl Evaluator {
         let values: TVec<TValue> = ordered.into_iter().map(|tensor| tensor.as_tract().clone().into_tvalue()).collect();
         let run_error = |reason: String| EvalError::Run { model: self.label.clone(), reason };
         let outputs = guard(|| plan.run(values)).map_err(run_error)?;
+        // Each result takes its tensor out of tract's outputs; only a slot
+        // read twice (a capture that is also a graph output) is copied.
+        let mut readers = vec![0usize; outputs.len()];
+        for &slot in self.result_slots.iter().filter(|&&slot| slot < outputs.len()) {
+            readers[slot] += 1;
+        }
+        let mut outputs: Vec<Option<TValue>> = outputs.into_iter().map(Some).collect();
         self.result_slots
             .iter()
             .zip(&self.result_names)
             .map(|(&slot, name)| {
-                let value =
-                    outputs.get(slot).ok_or_else(|| run_error(format!("tract returned no value for '{name}'")))?;
-                Ok(NamedTensor::new(name.clone(), as_onnx_tensor(value.clone().into_tensor(), name)?))
+                let missing = || run_error(format!("tract returned no value for '{name}'"));
+                let taken = outputs.get_mut(slot).ok_or_else(missing)?;
+                readers[slot] -= 1;
+                let value = if readers[slot] == 0 { taken.take() } else { taken.clone() }.ok_or_else(missing)?;
+                Ok(NamedTensor::new(name.clone(), as_onnx_tensor(value.into_tensor(), name)?))
             })
             .collect()
     }

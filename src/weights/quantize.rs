@@ -91,9 +91,9 @@ pub fn quantize(
     let groups = Groups::new(dims, spec);
     let max_level = spec.max_level();
     let mut peak = vec![0.0f64; groups.count];
-    for (index, value) in w.iter().enumerate() {
-        let group = groups.of(index);
-        peak[group] = peak[group].max(value.abs());
+    for (run, values) in w.chunks(groups.run_length()).enumerate() {
+        let group = groups.of_run(run);
+        peak[group] = values.iter().fold(peak[group], |p, v| p.max(v.abs()));
     }
     let mut scales: Vec<f64> = peak.iter().map(|&p| (p / max_level).max(TINY_SCALE)).collect();
 
@@ -129,11 +129,11 @@ pub fn quantize(
     };
     widened.dedup();
 
-    let values = w
-        .iter()
-        .enumerate()
-        .map(|(index, &value)| (value / scales[groups.of(index)]).round().clamp(-max_level, max_level) as i32)
-        .collect();
+    let mut values = Vec::with_capacity(w.len());
+    for (run, chunk) in w.chunks(groups.run_length()).enumerate() {
+        let scale = scales[groups.of_run(run)];
+        values.extend(chunk.iter().map(|&value| (value / scale).round().clamp(-max_level, max_level) as i32));
+    }
     Ok(QuantizedLayer { values, scales, scale_dims: groups.scale_dims, bias, widened })
 }
 
@@ -142,7 +142,12 @@ impl QuantizedLayer {
     /// scale), in the weight's element order; `spec` and `dims` as quantized.
     pub fn dequantized(&self, dims: &[usize], spec: &WeightSpec) -> Vec<f64> {
         let groups = Groups::new(dims, spec);
-        self.values.iter().enumerate().map(|(index, &v)| f64::from(v) * self.scales[groups.of(index)]).collect()
+        let mut weights = Vec::with_capacity(self.values.len());
+        for (run, chunk) in self.values.chunks(groups.run_length()).enumerate() {
+            let scale = self.scales[groups.of_run(run)];
+            weights.extend(chunk.iter().map(|&v| f64::from(v) * scale));
+        }
+        weights
     }
 }
 
@@ -181,21 +186,35 @@ impl Groups {
         }
     }
 
-    fn of(&self, index: usize) -> usize {
+    /// Elements come in runs of this many consecutive ones of one group:
+    /// a channel's slice for per-channel scales, the whole tensor for one
+    /// scale, single elements for blocks.
+    fn run_length(&self) -> usize {
         match (self.block, self.channel_axis) {
-            (Some((axis, size)), _) => {
-                // Same position as the element, with the block axis divided.
-                let mut group = 0;
-                for (a, (&stride, &dim)) in self.strides.iter().zip(&self.dims).enumerate() {
-                    let coordinate = (index / stride) % dim;
-                    let coordinate = if a == axis { coordinate / size.max(1) } else { coordinate };
-                    group = group * self.scale_dims[a] + coordinate;
-                }
-                group
-            }
-            (None, Some(axis)) => (index / self.strides[axis]) % self.dims[axis],
+            (Some(_), _) => 1,
+            (None, Some(axis)) => self.strides[axis].max(1),
+            (None, None) => self.dims.iter().product::<usize>().max(1),
+        }
+    }
+
+    /// The group of the `run`-th run of [`Groups::run_length`] elements.
+    fn of_run(&self, run: usize) -> usize {
+        match (self.block, self.channel_axis) {
+            (Some((axis, size)), _) => self.block_of(run, axis, size),
+            (None, Some(axis)) => run % self.dims[axis],
             (None, None) => 0,
         }
+    }
+
+    /// The block of element `index`: the same position with the block axis divided.
+    fn block_of(&self, index: usize, axis: usize, size: usize) -> usize {
+        let mut group = 0;
+        for (a, (&stride, &dim)) in self.strides.iter().zip(&self.dims).enumerate() {
+            let coordinate = (index / stride) % dim;
+            let coordinate = if a == axis { coordinate / size.max(1) } else { coordinate };
+            group = group * self.scale_dims[a] + coordinate;
+        }
+        group
     }
 }
 
