@@ -85,6 +85,20 @@ impl NodeCosts {
         objective: Objective,
         mut measured: Option<&mut LatencyTable>,
     ) -> NodeCosts {
+        NodeCosts::from_fn(egraph, |id, node| {
+            let timed = match (&mut measured, objective) {
+                (Some(table), Objective::Latency) => measured_latency(egraph, id, node, table),
+                _ => None,
+            };
+            match timed {
+                Some(seconds) => (seconds, 0.0),
+                None => node_cost(egraph, id, node, profile, objective),
+            }
+        })
+    }
+
+    /// Cost and error of every e-node by `cost_and_error(class, node)`.
+    fn from_fn(egraph: &Graph, mut cost_and_error: impl FnMut(Id, &Onnx) -> (f64, f64)) -> NodeCosts {
         let mut ids: Vec<Id> = egraph.classes().map(|c| c.id).collect();
         ids.sort();
         let index: HashMap<Id, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
@@ -95,14 +109,7 @@ impl NodeCosts {
                     .nodes
                     .iter()
                     .map(|node| {
-                        let timed = match (&mut measured, objective) {
-                            (Some(table), Objective::Latency) => measured_latency(egraph, id, node, table),
-                            _ => None,
-                        };
-                        let (cost, error) = match timed {
-                            Some(seconds) => (seconds, 0.0),
-                            None => node_cost(egraph, id, node, profile, objective),
-                        };
+                        let (cost, error) = cost_and_error(id, node);
                         let children = node.children().iter().map(|c| index[&egraph.find(*c)]).collect();
                         let folded = matches!(node, Onnx::Weights(..));
                         Candidate { node: node.clone(), cost, error, children, folded }
@@ -264,8 +271,24 @@ struct Best {
     needs: FixedBitSet,
 }
 
+/// Classes whose chosen e-node is approximate, with its error.
+type Approximated = Vec<(usize, f64)>;
+
 /// Extracts with a fixed λ.
 pub fn extract_with(costs: &NodeCosts, egraph: &Graph, root: Id, lambda: f64) -> Result<Choice, ExtractError> {
+    Ok(extract_within(costs, egraph, root, lambda, None)?.0)
+}
+
+/// Extracts with a fixed λ, choosing approximate e-nodes (error > 0) only in
+/// the classes `approximable` holds (anywhere when `None`). Returns the
+/// choice and the classes where it chose an approximate e-node, with its error.
+fn extract_within(
+    costs: &NodeCosts,
+    egraph: &Graph,
+    root: Id,
+    lambda: f64,
+    approximable: Option<&FixedBitSet>,
+) -> Result<(Choice, Approximated), ExtractError> {
     let n = costs.ids.len();
     let mut best: Vec<Option<Best>> = (0..n).map(|_| None).collect();
     let own = |b: &Best| b.cost + lambda * b.error;
@@ -275,8 +298,10 @@ pub fn extract_with(costs: &NodeCosts, egraph: &Graph, root: Id, lambda: f64) ->
         changed = false;
         rounds += 1;
         for class in 0..n {
+            let may_approximate = approximable.is_none_or(|classes| classes.contains(class));
             for (ci, candidate) in costs.nodes[class].iter().enumerate() {
-                if candidate.children.iter().any(|&c| best[c].is_none()) {
+                if candidate.children.iter().any(|&c| best[c].is_none()) || (candidate.error > 0.0 && !may_approximate)
+                {
                     continue;
                 }
                 let mut needs = FixedBitSet::with_capacity(n);
@@ -310,24 +335,30 @@ pub fn extract_with(costs: &NodeCosts, egraph: &Graph, root: Id, lambda: f64) ->
     let mut chosen = HashMap::new();
     let mut stack = vec![(root_index, true)];
     let mut counted = FixedBitSet::with_capacity(n);
+    let mut approximated = Vec::new();
     while let Some((class, runs)) = stack.pop() {
         let b = best[class].as_ref().ok_or(ExtractError::NoChoice)?;
         let candidate = &costs.nodes[class][b.candidate];
         if runs && !counted.put(class) {
             cost += candidate.cost;
             error += candidate.error;
+            if candidate.error > 0.0 {
+                approximated.push((class, candidate.error));
+            }
         } else if chosen.contains_key(&costs.ids[class]) {
             continue;
         }
         stack.extend(candidate.children.iter().map(|&child| (child, runs && !candidate.folded)));
         chosen.insert(costs.ids[class], candidate.node.clone().map_children(|c| egraph.find(c)));
     }
-    Ok(Choice { chosen, cost, error, lambda })
+    Ok((Choice { chosen, cost, error, lambda }, approximated))
 }
 
-/// Extracts the cheapest choice whose summed error fits `budget`.
+/// Extracts the cheapest choice whose summed error fits `budget`: λ is
+/// bisected to the smallest that fits, then [`refine`] looks past the λ
+/// boundary for a cheaper choice that also fits.
 pub fn extract(costs: &NodeCosts, egraph: &Graph, root: Id, budget: f64) -> Result<Choice, ExtractError> {
-    let free = extract_with(costs, egraph, root, 0.0)?;
+    let (free, free_approximated) = extract_within(costs, egraph, root, 0.0, None)?;
     if free.error <= budget {
         return Ok(free);
     }
@@ -345,19 +376,126 @@ pub fn extract(costs: &NodeCosts, egraph: &Graph, root: Id, budget: f64) -> Resu
         }
         high *= 4.0;
     };
-    let mut low = 0.0;
+    let (mut low, mut over) = (0.0, (free, free_approximated));
     for _ in 0..60 {
         if high - low <= high * 1e-6 {
             break;
         }
         let middle = 0.5 * (low + high);
-        let choice = extract_with(costs, egraph, root, middle)?;
+        let (choice, approximated) = extract_within(costs, egraph, root, middle, None)?;
         if choice.error <= budget {
             high = middle;
             fitting = choice;
         } else {
             low = middle;
+            over = (choice, approximated);
         }
     }
-    Ok(fitting)
+    let refined = refine(costs, egraph, root, budget, over.1)?;
+    Ok(match refined {
+        Some(choice) if choice.cost < fitting.cost => choice,
+        _ => fitting,
+    })
+}
+
+/// The bisection's answer is only the cheapest fitting choice when the error
+/// grows steadily as λ falls. Alternatives that are cheap only together (two
+/// neighbouring quantized layers save the conversion between them) make it
+/// jump: just below the fitting λ the choice takes a whole group and goes
+/// over budget. Starting from that over-budget choice (`over`: the classes it
+/// approximates), this drops the approximation of largest error until the
+/// rest fits, then adds back each other approximable class, smallest error
+/// first, where the result still fits and costs less. Every step extracts at
+/// λ = 0 within the allowed classes; `None` when nothing fits that way.
+fn refine(
+    costs: &NodeCosts,
+    egraph: &Graph,
+    root: Id,
+    budget: f64,
+    over: Approximated,
+) -> Result<Option<Choice>, ExtractError> {
+    let smallest_error =
+        |class: usize| costs.nodes[class].iter().map(|c| c.error).filter(|&e| e > 0.0).fold(f64::INFINITY, f64::min);
+    let mut allowed = FixedBitSet::with_capacity(costs.ids.len());
+    allowed.extend(over.iter().map(|&(class, _)| class));
+    let mut current = extract_within(costs, egraph, root, 0.0, Some(&allowed))?;
+    while current.0.error > budget {
+        let Some(&(worst, _)) = current.1.iter().max_by(|a, b| a.1.total_cmp(&b.1)) else {
+            return Ok(None);
+        };
+        allowed.set(worst, false);
+        current = extract_within(costs, egraph, root, 0.0, Some(&allowed))?;
+    }
+    let mut others: Vec<usize> =
+        (0..costs.ids.len()).filter(|&class| !allowed.contains(class) && smallest_error(class).is_finite()).collect();
+    others.sort_by(|&a, &b| smallest_error(a).total_cmp(&smallest_error(b)));
+    for class in others {
+        allowed.insert(class);
+        let candidate = extract_within(costs, egraph, root, 0.0, Some(&allowed))?;
+        if candidate.0.error <= budget && candidate.0.cost < current.0.cost {
+            current = candidate;
+        } else {
+            allowed.set(class, false);
+        }
+    }
+    Ok(Some(current.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(egraph: &mut Graph, name: &str, children: &[Id]) -> Id {
+        egraph.add(Onnx::Op(name.into(), children.into()))
+    }
+
+    /// A class with a float operator of cost 10 and an approximate
+    /// alternative `inner` of `error`.
+    fn layer(egraph: &mut Graph, name: &str, x: Id, error: f64, inner: Id) -> Id {
+        let float = op(egraph, name, &[x]);
+        let approximate = egraph.add(Onnx::Approx(error.to_bits(), [inner]));
+        egraph.union(float, approximate);
+        float
+    }
+
+    /// Three layers P, S, T of float cost 10. P and S are cheap only
+    /// together (their approximations share a cost-4 operand: alone 9, both
+    /// 14), T saves 0.5 at error 0.04. With a budget of 0.03 only P or S
+    /// alone fits (cost 29), but no λ chooses one alone: above λ = 150 the
+    /// choice is all float (30), below it P and S together (error 0.04).
+    #[test]
+    fn a_cheaper_fitting_choice_past_the_lambda_jump_is_found() {
+        let mut egraph = Graph::default();
+        let x = op(&mut egraph, "Input", &[]);
+        let shared = op(&mut egraph, "Shared", &[x]);
+        let p_approximate = op(&mut egraph, "PQ", &[x, shared]);
+        let s_approximate = op(&mut egraph, "SQ", &[x, shared]);
+        let t_approximate = op(&mut egraph, "TQ", &[x]);
+        let p = layer(&mut egraph, "P", x, 0.02, p_approximate);
+        let s = layer(&mut egraph, "S", x, 0.02, s_approximate);
+        let t = layer(&mut egraph, "T", x, 0.04, t_approximate);
+        let root = egraph.add(Onnx::Root([p, s, t].into()));
+        egraph.rebuild();
+        let costs = NodeCosts::from_fn(&egraph, |_, node| match node {
+            Onnx::Approx(bits, _) => (0.0, Onnx::approx_error(*bits)),
+            Onnx::Op(name, _) => match name.as_str() {
+                "P" | "S" | "T" => (10.0, 0.0),
+                "PQ" | "SQ" => (5.0, 0.0),
+                "Shared" => (4.0, 0.0),
+                "TQ" => (9.5, 0.0),
+                _ => (0.0, 0.0),
+            },
+            _ => (0.0, 0.0),
+        });
+        let budget = 0.03;
+        for lambda in (0..40).map(|k| 1.5f64.powi(k)) {
+            let choice = extract_with(&costs, &egraph, root, lambda).unwrap();
+            assert!(choice.error > budget || choice.cost == 30.0, "λ {lambda}: {choice:?}");
+        }
+        let choice = extract(&costs, &egraph, root, budget).unwrap();
+        assert_eq!((choice.cost, choice.error), (29.0, 0.02));
+        // With room for P and S together, the bisection's own answer stands.
+        let choice = extract(&costs, &egraph, root, 0.04).unwrap();
+        assert_eq!((choice.cost, choice.error), (24.0, 0.04));
+    }
 }
