@@ -195,25 +195,43 @@ pub fn kernel_departure(
     path: &Path,
     probe: &[Vec<crate::eval::NamedTensor>],
 ) -> Result<KernelDeparture, PipelineError> {
-    use crate::onnxruntime::{GraphOptimization, OrtSession};
-    use prost::Message;
+    use crate::onnxruntime::GraphOptimization::{All, None as Reference};
     let failed = |reason: String| PipelineError::SaturationProbe { path: path.to_path_buf(), reason };
-    let session = |model: &Model, level| -> Result<OrtSession, PipelineError> {
-        let proto =
-            ir::export(model.clone()).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
-        OrtSession::from_bytes(&proto.encode_to_vec(), path, level).map_err(|e| failed(e.to_string()))
-    };
-    let mut fused = session(quantized, GraphOptimization::All)?;
-    let mut reference = session(quantized, GraphOptimization::None)?;
-    let mut original = session(float, GraphOptimization::None)?;
-    let (mut kernels, mut quantization) = (Vec::new(), Vec::new());
-    for sample in probe {
-        let run = |s: &mut OrtSession| s.run(sample).map_err(|e| failed(e.to_string()));
-        let (a, b, f) = (run(&mut fused)?, run(&mut reference)?, run(&mut original)?);
-        kernels.push((a, b.clone()));
-        quantization.push((b, f));
-    }
+    let fused = ort_outputs(quantized, path, All, probe).map_err(failed)?;
+    let reference = ort_outputs(quantized, path, Reference, probe).map_err(failed)?;
+    let original = ort_outputs(float, path, Reference, probe).map_err(failed)?;
+    let kernels: Vec<_> = fused.into_iter().zip(reference.iter().cloned()).collect();
+    let quantization: Vec<_> = reference.into_iter().zip(original).collect();
     Ok(KernelDeparture { kernels: runs_relative_l2(&kernels), quantization: runs_relative_l2(&quantization) })
+}
+
+/// Relative L2 of `candidate`'s outputs in ONNX Runtime with all
+/// optimizations (the integer kernels a deployment runs) against `float`'s
+/// reference semantics, on `probe`.
+fn deployed_error(
+    candidate: &Model,
+    float: &Model,
+    path: &Path,
+    probe: &[Vec<crate::eval::NamedTensor>],
+) -> Result<f64, String> {
+    use crate::onnxruntime::GraphOptimization::{All, None as Reference};
+    let deployed = ort_outputs(candidate, path, All, probe)?;
+    let reference = ort_outputs(float, path, Reference, probe)?;
+    Ok(runs_relative_l2(&deployed.into_iter().zip(reference).collect::<Vec<_>>()))
+}
+
+/// `model`'s outputs for every sample of `probe`, run in ONNX Runtime at `level`.
+fn ort_outputs(
+    model: &Model,
+    path: &Path,
+    level: crate::onnxruntime::GraphOptimization,
+    probe: &[Vec<crate::eval::NamedTensor>],
+) -> Result<Vec<Vec<crate::eval::NamedTensor>>, String> {
+    use prost::Message;
+    let proto = ir::export(model.clone()).map_err(|reason| format!("{}: {reason}", path.display()))?;
+    let mut session =
+        crate::onnxruntime::OrtSession::from_bytes(&proto.encode_to_vec(), path, level).map_err(|e| e.to_string())?;
+    probe.iter().map(|sample| session.run(sample).map_err(|e| e.to_string())).collect()
 }
 
 /// Parses `--passes`: `none`, `all`, or a comma-separated list of families.
@@ -280,7 +298,8 @@ pub fn summarize(model: &Model, profile: &DeviceProfile) -> Summary {
 /// chosen integer operators to QDQ form after. `--quantize auto` with
 /// measured costs also builds the float-only and the fully quantized
 /// candidates, times all three side by side in ONNX Runtime and keeps the
-/// fastest, so the result is never slower than float on the deployment runtime.
+/// fastest whose deployed output error on the probe samples fits `--budget`,
+/// so the result is never slower than float on the deployment runtime.
 pub fn optimize(
     model: Model,
     path: &Path,
@@ -321,7 +340,24 @@ pub fn optimize(
         return Err(PipelineError::Measure { path: path.to_path_buf(), reason: error.to_string() });
     }
     let seconds: Vec<f64> = timed.iter().map(|t| *t.as_ref().unwrap_or(&f64::INFINITY)).collect();
-    let fastest = (0..seconds.len()).min_by(|&a, &b| seconds[a].total_cmp(&seconds[b])).unwrap_or(0);
+    // A quantized candidate is kept only where its deployed output stays
+    // within the budget of the float one's (the forced candidate is not
+    // budgeted, and summed sensitivities only estimate the budgeted one's).
+    let mut output_errors = vec![Some(0.0); candidates.len()];
+    if options.budget.is_finite() && !quantization.probe.is_empty() {
+        for (index, (_, optimized, _)) in candidates.iter().enumerate().skip(1) {
+            if seconds[index].is_finite() {
+                let error = deployed_error(optimized, &candidates[0].1, path, &quantization.probe)
+                    .map_err(|reason| PipelineError::Measure { path: path.to_path_buf(), reason })?;
+                output_errors[index] = Some(error);
+            }
+        }
+    }
+    let eligible = |index: usize| output_errors[index].is_none_or(|error| error <= options.budget);
+    let fastest = (0..seconds.len())
+        .filter(|&index| eligible(index))
+        .min_by(|&a, &b| seconds[a].total_cmp(&seconds[b]))
+        .unwrap_or(0);
     let timings: Vec<egraph::CandidateTiming> = candidates
         .iter()
         .zip(&timed)
@@ -330,6 +366,7 @@ pub fn optimize(
             candidate: name.to_string(),
             seconds: *timed.as_ref().unwrap_or(&f64::INFINITY),
             error: timed.as_ref().err().map(ToString::to_string),
+            output_error: output_errors[i].filter(|_| seconds[i].is_finite()),
             chosen: i == fastest,
         })
         .collect();

@@ -159,17 +159,48 @@ fn a_missing_calibration_folder_is_exit_2_naming_it_with_nothing_written() {
     assert!(!out.exists());
 }
 
-/// Runs `--quantize auto --budget B` (profile costs) on the residual block and
+/// Runs `--quantize auto --budget B --cost-model C` on the residual block and
 /// returns the report and the output's QuantizeLinear count.
-fn budgeted_residual_block(budget: &str) -> (serde_json::Value, usize) {
+fn budgeted_residual_block_with(budget: &str, cost_model: &str) -> (serde_json::Value, usize) {
     let model = residual_block();
     let dir = tempfile::tempdir().unwrap();
     let (out, report) = (dir.path().join("auto.onnx"), dir.path().join("report.json"));
-    let args = ["--quantize", "auto", "--cost-model", "profile", "--calib-samples", "16", "--budget", budget];
+    let args = ["--quantize", "auto", "--cost-model", cost_model, "--calib-samples", "16", "--budget", budget];
     let report_arg = ["--report", report.to_str().unwrap(), "--input-shape", "images=1,3,32,32"];
     quantize(&model, &out, &[&args[..], &report_arg[..]].concat());
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     (report, check_qdq_form(&out).0)
+}
+
+/// [`budgeted_residual_block_with`] profile costs.
+fn budgeted_residual_block(budget: &str) -> (serde_json::Value, usize) {
+    budgeted_residual_block_with(budget, "profile")
+}
+
+#[test]
+fn measured_auto_never_keeps_a_candidate_whose_deployed_error_is_over_budget() {
+    if !ort_available() {
+        return;
+    }
+    let check = |budget: f64| {
+        let (report, quantize_nodes) = budgeted_residual_block_with(&format!("{budget}"), "measured");
+        let candidates = report["engine"]["end_to_end"].as_array().unwrap().clone();
+        assert_eq!(candidates.len(), 3, "{candidates:?}");
+        let error = |c: &serde_json::Value| c["output_error"].as_f64().unwrap();
+        let all = candidates.iter().find(|c| c["candidate"] == "all").unwrap();
+        assert!(error(all) > 0.0 && error(all) < 0.1, "every layer int8: {all}");
+        let chosen: Vec<_> = candidates.iter().filter(|c| c["chosen"] == true).collect();
+        assert_eq!(chosen.len(), 1, "{candidates:?}");
+        assert!(error(chosen[0]) <= budget, "{} chosen over budget {budget}", chosen[0]);
+        (error(all), chosen[0]["candidate"].as_str().unwrap().to_string(), quantize_nodes)
+    };
+    // Below the fully quantized model's deployed error, it is never kept.
+    let (all_error, _, _) = check(0.05);
+    let (_, chosen, quantize_nodes) = check(all_error * 0.5);
+    assert_ne!(chosen, "all");
+    if chosen == "float" {
+        assert_eq!(quantize_nodes, 0);
+    }
 }
 
 #[test]

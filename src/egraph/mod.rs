@@ -157,6 +157,10 @@ pub struct CandidateTiming {
     /// Infinite when ONNX Runtime could not run it ([`error`](Self::error) says why).
     pub seconds: f64,
     pub error: Option<String>,
+    /// Relative L2 of its output (ONNX Runtime, all optimizations) against
+    /// the float candidate's on the probe samples, when measured; a
+    /// candidate over `--budget` is not chosen.
+    pub output_error: Option<f64>,
     pub chosen: bool,
 }
 
