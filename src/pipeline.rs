@@ -343,7 +343,8 @@ pub fn optimize(
     // A quantized candidate is kept only where its deployed output stays
     // within the budget of the float one's (the forced candidate is not
     // budgeted, and summed sensitivities only estimate the budgeted one's).
-    let mut output_errors = vec![Some(0.0); candidates.len()];
+    let mut output_errors = vec![None; candidates.len()];
+    output_errors[0] = Some(0.0);
     if options.budget.is_finite() && !quantization.probe.is_empty() {
         for (index, (_, optimized, _)) in candidates.iter().enumerate().skip(1) {
             if seconds[index].is_finite() {
