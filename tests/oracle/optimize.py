@@ -135,8 +135,20 @@ def main():
 
     manifest = json.loads((Path(args.models) / "manifest.json").read_text())
     by_name = {m["name"]: m for m in manifest["models"]}
+    # The variants of all models take about 2 GB; the folder goes when the run ends.
+    with tempfile.TemporaryDirectory(prefix="pare-oracle-") as folder:
+        failures, rows = compare_models(args, by_name, Path(folder))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    for failure in failures:
+        print("FAIL", failure)
+    print(f"optimize oracle: {len(rows)} models, {len(failures)} failures")
+    return 1 if failures else 0
+
+
+def compare_models(args, by_name, work):
+    """Makes every variant of each model in `work`, and returns the failures and measured rows."""
     failures, rows = [], []
-    work = Path(tempfile.mkdtemp(prefix="pare-oracle-"))
     for name in args.only:
         entry = by_name.get(name)
         if entry is None:
@@ -191,12 +203,7 @@ def main():
               f"{deviation['none']:.1e} all {deviation['all']:.1e} (ORT's own {floor:.1e})", flush=True)
         for tool, gone in removed.items():
             print(f"    {tool:13} removed {gone}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
-    for failure in failures:
-        print("FAIL", failure)
-    print(f"optimize oracle: {len(rows)} models, {len(failures)} failures")
-    return 1 if failures else 0
+    return failures, rows
 
 
 if __name__ == "__main__":
