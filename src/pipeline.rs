@@ -205,21 +205,6 @@ pub fn kernel_departure(
     Ok(KernelDeparture { kernels: runs_relative_l2(&kernels), quantization: runs_relative_l2(&quantization) })
 }
 
-/// Relative L2 of `candidate`'s outputs in ONNX Runtime with all
-/// optimizations (the integer kernels a deployment runs) against `float`'s
-/// reference semantics, on `probe`.
-fn deployed_error(
-    candidate: &Model,
-    float: &Model,
-    path: &Path,
-    probe: &[Vec<crate::eval::NamedTensor>],
-) -> Result<f64, String> {
-    use crate::onnxruntime::GraphOptimization::{All, None as Reference};
-    let deployed = ort_outputs(candidate, path, All, probe)?;
-    let reference = ort_outputs(float, path, Reference, probe)?;
-    Ok(runs_relative_l2(&deployed.into_iter().zip(reference).collect::<Vec<_>>()))
-}
-
 /// `model`'s outputs for every sample of `probe`, run in ONNX Runtime at `level`.
 fn ort_outputs(
     model: &Model,
@@ -346,11 +331,17 @@ pub fn optimize(
     let mut output_errors = vec![None; candidates.len()];
     output_errors[0] = Some(0.0);
     if options.budget.is_finite() && !quantization.probe.is_empty() {
+        use crate::onnxruntime::GraphOptimization::{All, None as Reference};
+        let failed = |reason| PipelineError::Measure { path: path.to_path_buf(), reason };
+        let probe = &quantization.probe;
+        // The float candidate's reference semantics against each quantized
+        // candidate run with the integer kernels a deployment runs.
+        let reference = ort_outputs(&candidates[0].1, path, Reference, probe).map_err(failed)?;
         for (index, (_, optimized, _)) in candidates.iter().enumerate().skip(1) {
             if seconds[index].is_finite() {
-                let error = deployed_error(optimized, &candidates[0].1, path, &quantization.probe)
-                    .map_err(|reason| PipelineError::Measure { path: path.to_path_buf(), reason })?;
-                output_errors[index] = Some(error);
+                let deployed = ort_outputs(optimized, path, All, probe).map_err(failed)?;
+                let runs: Vec<_> = deployed.into_iter().zip(reference.iter().cloned()).collect();
+                output_errors[index] = Some(runs_relative_l2(&runs));
             }
         }
     }

@@ -376,7 +376,8 @@ pub fn extract(costs: &NodeCosts, egraph: &Graph, root: Id, budget: f64) -> Resu
         }
         high *= 4.0;
     };
-    let (mut low, mut over) = (0.0, (free, free_approximated));
+    // The classes the last over-budget choice approximated.
+    let (mut low, mut over) = (0.0, free_approximated);
     for _ in 0..60 {
         if high - low <= high * 1e-6 {
             break;
@@ -388,10 +389,10 @@ pub fn extract(costs: &NodeCosts, egraph: &Graph, root: Id, budget: f64) -> Resu
             fitting = choice;
         } else {
             low = middle;
-            over = (choice, approximated);
+            over = approximated;
         }
     }
-    let refined = refine(costs, egraph, root, budget, over.1)?;
+    let refined = refine(costs, egraph, root, budget, over)?;
     Ok(match refined {
         Some(choice) if choice.cost < fitting.cost => choice,
         _ => fitting,

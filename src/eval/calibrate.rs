@@ -51,7 +51,8 @@ pub struct ValueStatistics {
     /// the method needs only min and max.
     limit: f64,
     counts: Vec<u64>,
-    /// Finite values seen (those in the histogram, when it is kept).
+    /// Values entered in the histogram; without one, samples that held a
+    /// finite value (`range` only asks whether any was seen).
     total: u64,
 }
 
@@ -69,14 +70,12 @@ impl ValueStatistics {
         if low > high {
             return;
         }
+        self.min = self.min.min(f64::from(low));
+        self.max = self.max.max(f64::from(high));
         if self.counts.is_empty() {
-            self.min = self.min.min(f64::from(low));
-            self.max = self.max.max(f64::from(high));
             self.total += 1;
             return;
         }
-        self.min = self.min.min(f64::from(low));
-        self.max = self.max.max(f64::from(high));
         let peak = f64::from(low.abs().max(high.abs()));
         if self.limit == 0.0 {
             self.limit = if peak > 0.0 { peak } else { f64::MIN_POSITIVE };
