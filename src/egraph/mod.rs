@@ -261,7 +261,9 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
     };
     let mut costs = extract::NodeCosts::new(&built.egraph, &options.profile, options.objective, table.as_mut());
     if force {
-        costs.prefer(|_, node| quantize::is_quantized_alternative(&built.egraph, node));
+        costs.prefer(|_, node| {
+            quantize::is_quantized_alternative(&built.egraph, node) && !quantize::is_rounding_only(&built.egraph, node)
+        });
     }
     let budget = if force { f64::INFINITY } else { options.budget };
     let choice = extract::extract(&costs, &built.egraph, built.root, budget)?;

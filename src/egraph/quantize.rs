@@ -2,9 +2,10 @@
 //! constant float weights, or an Add, whose operands have calibrated ranges
 //! gets an integer alternative in operator form — QLinearConv,
 //! QLinearMatMul, com.microsoft QGemm or QLinearAdd — read back by a
-//! DequantizeLinear and marked approximate. One node per integer layer keeps
-//! its cost independent of its neighbours; `src/ir/qdq.rs` lowers the
-//! operator forms to QDQ nodes after extraction.
+//! DequantizeLinear and marked approximate. A Gemm also gets QGemm with a
+//! float output (no output rounding), for when what reads it is float. One
+//! node per integer layer keeps its cost independent of its neighbours;
+//! `src/ir/qdq.rs` lowers the operator forms to QDQ nodes after extraction.
 //!
 //! Activations are quantized where an integer node reads them. A
 //! QuantizeLinear of a value an integer node already produces at other
@@ -377,7 +378,8 @@ enum BiasInput {
     None,
     /// After the output scale and zero point (QLinearConv).
     AfterOutput,
-    /// Before them (QGemm).
+    /// Before them (QGemm, whose output parameters are optional: without
+    /// them it returns float).
     BeforeOutput,
 }
 
@@ -413,8 +415,17 @@ fn integer_linear(egraph: &mut Graph, root: Id, layer: LinearLayer) -> Option<Id
         BiasInput::BeforeOutput => inputs.extend([bias, output_scale, output_zero]),
     }
     let shape = egraph[root].data.shape.clone();
-    let integer = add_typed_op(egraph, layer.op, inputs, layer.attrs, settings.activations.dtype(), shape);
     let error = measured_or(egraph, root, weights.error + 2.0 * ACTIVATION_ROUNDING_ERROR);
+    if let BiasInput::BeforeOutput = layer.bias_input {
+        // QGemm without output parameters returns float: no output rounding
+        // and no QuantizeLinear/DequantizeLinear pair when what reads the
+        // layer is float (a Softmax, a graph output).
+        let float_inputs = inputs[..inputs.len() - 2].to_vec();
+        let float_output = add_typed_op(egraph, layer.op, float_inputs, layer.attrs, DataType::Float, shape.clone());
+        let alternative = egraph.add(Onnx::Approx(error.to_bits(), [float_output]));
+        egraph.union(root, alternative);
+    }
+    let integer = add_typed_op(egraph, layer.op, inputs, layer.attrs, settings.activations.dtype(), shape);
     Some(dequantized(egraph, integer, error, output_scale, output_zero, root))
 }
 
@@ -549,6 +560,17 @@ pub(super) fn quantize_add(egraph: &mut Graph, root: Id, subst: &Subst, _op: Opt
     Some(dequantized(egraph, integer, error, output_scale, output_zero, root))
 }
 
+/// The integer operator node of `class`, its children and the index of its
+/// output scale, when it holds one.
+fn integer_node(egraph: &Graph, class: Id) -> Option<(Symbol, Box<[Id]>, usize)> {
+    egraph[class].nodes.iter().find_map(|n| match n {
+        Onnx::Op(op, children) => {
+            INTEGER_OPERATORS.iter().find(|(name, _)| op.as_str() == *name).map(|(_, at)| (*op, children.clone(), *at))
+        }
+        _ => None,
+    })
+}
+
 /// Whether two classes hold equal constants.
 fn same_constant(egraph: &Graph, a: Id, b: Id) -> bool {
     if egraph.find(a) == egraph.find(b) {
@@ -564,26 +586,27 @@ fn same_constant(egraph: &Graph, a: Id, b: Id) -> bool {
 
 /// (QuantizeLinear (DequantizeLinear ?q ?s1 ?z1 ?a1) ?s ?z ?a): `?q` itself
 /// when the parameters agree; else the integer node behind `?q` re-emitted
-/// with output parameters `?s`, `?z` (one rounding instead of two).
+/// with output parameters `?s`, `?z` (one rounding instead of two). A `?q`
+/// that only marks a rounding (a float reader dequantizing a moved integer
+/// value) is left alone: merging it would drop the rounding's error.
 pub(super) fn requantize(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
     let (q, s1, z1, s, z) =
         (var(subst, "?q")?, var(subst, "?s1")?, var(subst, "?z1")?, var(subst, "?s")?, var(subst, "?z")?);
+    let wrapped = egraph[q].nodes.iter().find_map(|n| match n {
+        Onnx::Approx(bits, [inner]) => Some((*bits, *inner)),
+        _ => None,
+    });
+    let integer = wrapped.and_then(|(error, inner)| Some((error, inner, integer_node(egraph, inner)?)));
+    if wrapped.is_some() && integer.is_none() {
+        return None;
+    }
     if same_constant(egraph, s1, s) && same_constant(egraph, z1, z) {
         return Some(q);
     }
     if constant_of(egraph, z1).map(|t| t.data_type) != constant_of(egraph, z).map(|t| t.data_type) {
         return None;
     }
-    let (error, inner) = egraph[q].nodes.iter().find_map(|n| match n {
-        Onnx::Approx(bits, [inner]) => Some((*bits, *inner)),
-        _ => None,
-    })?;
-    let (op, children, at) = egraph[inner].nodes.iter().find_map(|n| match n {
-        Onnx::Op(op, children) => {
-            INTEGER_OPERATORS.iter().find(|(name, _)| op.as_str() == *name).map(|(_, at)| (*op, children.clone(), *at))
-        }
-        _ => None,
-    })?;
+    let (error, inner, (op, children, at)) = integer?;
     let mut children = children.to_vec();
     children[at] = s;
     children[at + 1] = z;
@@ -627,7 +650,16 @@ pub(super) fn commute_quantize(egraph: &mut Graph, root: Id, subst: &Subst, _op:
         *input = add_typed_op(egraph, "QuantizeLinear", vec![*input, s, z], qa, dtype, shape);
     }
     let shape = egraph[root].data.shape.clone();
-    Some(add_typed(egraph, Onnx::Op(op, inputs.into()), dtype, shape))
+    let moved = add_typed(egraph, Onnx::Op(op, inputs.into()), dtype, shape);
+    // Float readers of `?y` may dequantize the moved integer value instead
+    // of recomputing the float one: a Concat read by both integer layers and
+    // a float AveragePool then runs its producers once, not once per form.
+    let rounded = Onnx::Approx(measured_or(egraph, y, ACTIVATION_ROUNDING_ERROR).to_bits(), [root]);
+    let rounded = egraph.add(rounded);
+    let float_shape = egraph[y].data.shape.clone();
+    let dequantized = add_typed_op(egraph, "DequantizeLinear", vec![rounded, s, z], qa, DataType::Float, float_shape);
+    egraph.union(y, dequantized);
+    Some(moved)
 }
 
 /// Guard: the zero point is its type's lowest level, so the quantized value
@@ -664,6 +696,19 @@ pub(super) fn clip_within_quantized_range(egraph: &Graph, lo: Id, hi: Id, scale:
     let lo_ok = is_absent(egraph, lo) || scalar(lo).is_some_and(|v| level(v) <= f64::from(lowest));
     let hi_ok = is_absent(egraph, hi) || scalar(hi).is_some_and(|v| level(v) >= f64::from(highest));
     lo_ok && hi_ok
+}
+
+/// Whether an e-node only rounds a value moved in integer form (the
+/// DequantizeLinear [`commute_quantize`] offers float readers): it makes no
+/// layer integer, so `--quantize all` does not force it.
+pub fn is_rounding_only(egraph: &Graph, node: &Onnx) -> bool {
+    match node {
+        Onnx::Op(op, children) if op.as_str() == "DequantizeLinear" => egraph[children[0]]
+            .nodes
+            .iter()
+            .any(|n| matches!(n, Onnx::Approx(_, [inner]) if integer_node(egraph, *inner).is_none())),
+        _ => false,
+    }
 }
 
 /// Whether an e-node is a quantized alternative of its class: a weight-only

@@ -119,7 +119,10 @@ pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> 
 /// the classes that alternative adds chosen in float form (its input read
 /// through a QuantizeLinear, not another layer's integer output).
 fn with_layer_quantized(egraph: &Graph, float: &Choice, layer: Id) -> Option<Choice> {
-    let node = egraph[layer].nodes.iter().find(|node| is_quantized_alternative(egraph, node))?;
+    // The form with a quantized output when there are two (a Gemm's QGemm
+    // also returns float): its error is the larger.
+    let alternatives = || egraph[layer].nodes.iter().filter(|node| is_quantized_alternative(egraph, node));
+    let node = alternatives().find(|node| !matches!(node, Onnx::Approx(..))).or_else(|| alternatives().next())?;
     let mut choice = float.clone();
     let mut visiting = HashSet::from([layer]);
     let mut pending = vec![(layer, node)];
