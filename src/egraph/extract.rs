@@ -15,6 +15,8 @@ use egg::{Id, Language};
 use fixedbitset::FixedBitSet;
 use serde::Serialize;
 
+mod sharing;
+
 use super::analysis::{ClassFacts, Graph};
 use super::language::{split_op, Onnx};
 use crate::cost::estimate::{bytes_or_one, dims_or_one, elements_or_one};
@@ -281,14 +283,27 @@ pub fn extract_with(costs: &NodeCosts, egraph: &Graph, root: Id, lambda: f64) ->
 
 /// Extracts with a fixed λ, choosing approximate e-nodes (error > 0) only in
 /// the classes `approximable` holds (anywhere when `None`). Returns the
-/// choice and the classes where it chose an approximate e-node, with its error.
+/// choice, the classes where it chose an approximate e-node with its error,
+/// and every class's pick (the classes the choice does not need included).
 fn extract_within(
     costs: &NodeCosts,
     egraph: &Graph,
     root: Id,
     lambda: f64,
     approximable: Option<&FixedBitSet>,
-) -> Result<(Choice, Approximated), ExtractError> {
+) -> Result<(Choice, Approximated, Picks), ExtractError> {
+    let picks = best_picks(costs, lambda, approximable);
+    let (choice, approximated) = collect(costs, egraph, root, &picks, lambda)?;
+    Ok((choice, approximated, picks))
+}
+
+/// The chosen candidate of every class (an index into its e-nodes), `None`
+/// where the class has no acyclic choice.
+type Picks = Vec<Option<usize>>;
+
+/// Bottom-up: per class, the e-node whose cost + λ·error, summed over the
+/// set of classes it needs, is smallest.
+fn best_picks(costs: &NodeCosts, lambda: f64, approximable: Option<&FixedBitSet>) -> Picks {
     let n = costs.ids.len();
     let mut best: Vec<Option<Best>> = (0..n).map(|_| None).collect();
     let own = |b: &Best| b.cost + lambda * b.error;
@@ -328,17 +343,28 @@ fn extract_within(
             }
         }
     }
+    best.into_iter().map(|b| b.map(|b| b.candidate)).collect()
+}
+
+/// The choice `picks` make for `root`: the chosen e-node of every class the
+/// root needs, the summed cost and error, and the approximated classes.
+fn collect(
+    costs: &NodeCosts,
+    egraph: &Graph,
+    root: Id,
+    picks: &[Option<usize>],
+    lambda: f64,
+) -> Result<(Choice, Approximated), ExtractError> {
     let root_index = costs.index[&egraph.find(root)];
     // The chosen nodes: everything the root needs, plus weight computations'
     // operands (which cost nothing at run time, so they are not summed).
     let (mut cost, mut error) = (0.0, 0.0);
     let mut chosen = HashMap::new();
     let mut stack = vec![(root_index, true)];
-    let mut counted = FixedBitSet::with_capacity(n);
+    let mut counted = FixedBitSet::with_capacity(costs.ids.len());
     let mut approximated = Vec::new();
     while let Some((class, runs)) = stack.pop() {
-        let b = best[class].as_ref().ok_or(ExtractError::NoChoice)?;
-        let candidate = &costs.nodes[class][b.candidate];
+        let candidate = &costs.nodes[class][picks[class].ok_or(ExtractError::NoChoice)?];
         if runs && !counted.put(class) {
             cost += candidate.cost;
             error += candidate.error;
@@ -356,20 +382,27 @@ fn extract_within(
 
 /// Extracts the cheapest choice whose summed error fits `budget`: λ is
 /// bisected to the smallest that fits, then [`refine`] looks past the λ
-/// boundary for a cheaper choice that also fits.
+/// boundary for a cheaper choice that also fits, and [`sharing::improve`]
+/// prices the result as a whole graph.
 pub fn extract(costs: &NodeCosts, egraph: &Graph, root: Id, budget: f64) -> Result<Choice, ExtractError> {
-    let (free, free_approximated) = extract_within(costs, egraph, root, 0.0, None)?;
+    let (choice, picks) = fitting(costs, egraph, root, budget)?;
+    sharing::improve(costs, egraph, root, choice, picks, budget)
+}
+
+/// The bisection and refinement of [`extract`]: a fitting choice and its picks.
+fn fitting(costs: &NodeCosts, egraph: &Graph, root: Id, budget: f64) -> Result<(Choice, Picks), ExtractError> {
+    let (free, free_approximated, free_picks) = extract_within(costs, egraph, root, 0.0, None)?;
     if free.error <= budget {
-        return Ok(free);
+        return Ok((free, free_picks));
     }
     // Find a λ large enough, then bisect down to the cheapest that fits.
     let smallest_error =
         costs.nodes.iter().flatten().map(|c| c.error).filter(|&e| e > 0.0).fold(f64::INFINITY, f64::min);
     let mut high = (free.cost.max(1e-30) / smallest_error).max(1e-30);
     let mut fitting = loop {
-        let choice = extract_with(costs, egraph, root, high)?;
+        let (choice, _, picks) = extract_within(costs, egraph, root, high, None)?;
         if choice.error <= budget {
-            break choice;
+            break (choice, picks);
         }
         if high > 1e300 {
             return Err(ExtractError::OverBudget { budget, smallest: choice.error });
@@ -383,18 +416,17 @@ pub fn extract(costs: &NodeCosts, egraph: &Graph, root: Id, budget: f64) -> Resu
             break;
         }
         let middle = 0.5 * (low + high);
-        let (choice, approximated) = extract_within(costs, egraph, root, middle, None)?;
+        let (choice, approximated, picks) = extract_within(costs, egraph, root, middle, None)?;
         if choice.error <= budget {
             high = middle;
-            fitting = choice;
+            fitting = (choice, picks);
         } else {
             low = middle;
             over = approximated;
         }
     }
-    let refined = refine(costs, egraph, root, budget, over)?;
-    Ok(match refined {
-        Some(choice) if choice.cost < fitting.cost => choice,
+    Ok(match refine(costs, egraph, root, budget, over)? {
+        Some(refined) if refined.0.cost < fitting.0.cost => refined,
         _ => fitting,
     })
 }
@@ -414,7 +446,7 @@ fn refine(
     root: Id,
     budget: f64,
     over: Approximated,
-) -> Result<Option<Choice>, ExtractError> {
+) -> Result<Option<(Choice, Picks)>, ExtractError> {
     let smallest_error =
         |class: usize| costs.nodes[class].iter().map(|c| c.error).filter(|&e| e > 0.0).fold(f64::INFINITY, f64::min);
     let mut allowed = FixedBitSet::with_capacity(costs.ids.len());
@@ -439,7 +471,7 @@ fn refine(
             allowed.set(class, false);
         }
     }
-    Ok(Some(current.0))
+    Ok(Some((current.0, current.2)))
 }
 
 #[cfg(test)]
@@ -498,5 +530,36 @@ mod tests {
         // With room for P and S together, the bisection's own answer stands.
         let choice = extract(&costs, &egraph, root, 0.04).unwrap();
         assert_eq!((choice.cost, choice.error), (24.0, 0.04));
+    }
+
+    /// A layer A (cost 10) read by U (1) and by a class that is either V(A)
+    /// (1) or W(x) (5). Priced alone, V costs 11 with the A it needs and W 5,
+    /// so the bottom-up pick is W (16 in all); since U needs A anyway, V is
+    /// the cheaper graph (12).
+    #[test]
+    fn a_value_the_graph_already_computes_is_reused_not_recomputed() {
+        let mut egraph = Graph::default();
+        let x = op(&mut egraph, "Input", &[]);
+        let a = op(&mut egraph, "A", &[x]);
+        let u = op(&mut egraph, "U", &[a]);
+        let v = op(&mut egraph, "V", &[a]);
+        let w = op(&mut egraph, "W", &[x]);
+        egraph.union(v, w);
+        let root = egraph.add(Onnx::Root([u, v].into()));
+        egraph.rebuild();
+        let costs = NodeCosts::from_fn(&egraph, |_, node| match node {
+            Onnx::Op(name, _) => match name.as_str() {
+                "A" => (10.0, 0.0),
+                "U" | "V" => (1.0, 0.0),
+                "W" => (5.0, 0.0),
+                _ => (0.0, 0.0),
+            },
+            _ => (0.0, 0.0),
+        });
+        assert_eq!(extract_with(&costs, &egraph, root, 0.0).unwrap().cost, 16.0, "the bottom-up pick");
+        let choice = extract(&costs, &egraph, root, f64::INFINITY).unwrap();
+        assert_eq!(choice.cost, 12.0);
+        let shared = &choice.chosen[&egraph.find(v)];
+        assert!(matches!(shared, Onnx::Op(name, _) if name.as_str() == "V"), "{shared:?}");
     }
 }
