@@ -13,15 +13,18 @@ written in test_data_set layout. The same inputs calibrate
 
 Reported per model: file size / fp32; ONNX Runtime latency / fp32 (ORT_ENABLE_ALL, one
 thread, paired per-round ratios with a 95% bootstrap interval, as benches/ort_latency.py);
-relative L2 error of the output against fp32 on 8 held-out inputs (other seeds of the same
-transformations); onnx.checker full check; and for pare's outputs the agreement of
-ORT_ENABLE_ALL with ORT_DISABLE_ALL (integer kernels that saturate would show here).
+relative L2 error of the output against fp32 on 32 held-out inputs (other seeds of the same
+transformations), both as deployed (ORT_ENABLE_ALL: the fused integer kernels) and in
+reference semantics (ORT_DISABLE_ALL: each QDQ node as written); onnx.checker full check; and
+for pare's outputs the agreement of the two (integer kernels that saturate would show here).
+On these random-weight zoo models any rounding is amplified, so 8 inputs were too few: the
+same file's error moved from 0.30 to 0.55 between 8 and 32 inputs.
 
     .venv/bin/python benches/quantize.py --pare target/release/pare [--only resnet50 ...] [--json FILE]
 
 Exit status 1 when an acceptance line of issue 5 fails: pare all larger than 0.27x fp32,
-pare auto slower than fp32, pare all or auto with a larger error than quantize_static, a
-checker failure, or ORT all/none disagreeing by more than 2% relative L2.
+pare auto slower than fp32, pare all or auto with a larger deployed error than
+quantize_static's, a checker failure, or ORT all/none disagreeing by more than 2% relative L2.
 """
 
 import argparse
@@ -45,7 +48,7 @@ from ort_latency import median_interval, open_session, timed_rounds, verdict  # 
 ZOO = ROOT / ".cache" / "models" / "zoo"
 MODELS = ("resnet50", "densenet121", "shufflenet", "squeezenet", "inception_v2", "vgg19")
 CALIBRATION_SAMPLES = 32
-HELD_OUT_SAMPLES = 8
+HELD_OUT_SAMPLES = 32
 MAX_SIZE_RATIO = 0.27
 MAX_ORT_DISAGREEMENT = 0.02
 
@@ -155,10 +158,11 @@ def measure(name, pare, args, work):
     for label, path in variants.items():
         session = reference_session(path)
         row = {"size_ratio": path.stat().st_size / fp32_size, "checker": checker(path)}
-        row["rel_l2"] = rel_l2(reference, outputs(session, held_out))
+        as_written, deployed = outputs(session, held_out), outputs(open_session(path, 1), held_out)
+        row["rel_l2"] = rel_l2(reference, as_written)
+        row["rel_l2_deployed"] = rel_l2(reference, deployed)
         if label.startswith("pare"):
-            row["ort_all_vs_none_rel_l2"] = rel_l2(outputs(session, held_out),
-                                                   outputs(open_session(path, 1), held_out))
+            row["ort_all_vs_none_rel_l2"] = rel_l2(as_written, deployed)
             row["seconds_to_quantize"] = seconds[label]
         if label == "quantize_static":
             row["seconds_to_quantize"] = seconds[label]
@@ -191,9 +195,9 @@ def failures(name, rows):
     if rows["pare auto"]["verdict_vs_fp32"] == "slower":
         found.append(f"{name}: pare auto is slower than fp32")
     for label in ("pare all", "pare auto"):
-        if rows[label]["rel_l2"] > rows["quantize_static"]["rel_l2"] * 1.0001:
-            found.append(f"{name}: {label} rel L2 {rows[label]['rel_l2']:.4f} > quantize_static's "
-                         f"{rows['quantize_static']['rel_l2']:.4f}")
+        if rows[label]["rel_l2_deployed"] > rows["quantize_static"]["rel_l2_deployed"] * 1.0001:
+            found.append(f"{name}: {label} deployed rel L2 {rows[label]['rel_l2_deployed']:.4f} > "
+                         f"quantize_static's {rows['quantize_static']['rel_l2_deployed']:.4f}")
         if rows[label]["ort_all_vs_none_rel_l2"] > MAX_ORT_DISAGREEMENT:
             found.append(f"{name}: {label} ORT all vs none rel L2 {rows[label]['ort_all_vs_none_rel_l2']:.4f}")
         if rows[label]["checker"] != "ok":
@@ -217,14 +221,15 @@ def main():
             problems += failures(name, rows)
             print(f"\n{name}")
             print(f"  {'variant':16} {'size':>7} {'latency':>9} {'vs fp32 [95% CI]':>24} {'rel L2':>8} "
-                  f"{'ORT all/none':>12} {'quantize s':>10} checker")
+                  f"{'deployed':>8} {'ORT all/none':>12} {'quantize s':>10} checker")
             for label, row in rows.items():
                 lat = row["latency_vs_fp32"]
                 agree = row.get("ort_all_vs_none_rel_l2")
                 took = row.get("seconds_to_quantize")
                 print(f"  {label:16} {row['size_ratio']:6.3f}x {row['latency_ms']:7.2f}ms "
                       f"{lat[0]:6.3f} [{lat[1]:.3f},{lat[2]:.3f}] {row['verdict_vs_fp32']:>6} "
-                      f"{row['rel_l2']:8.4f} {'' if agree is None else f'{agree:12.5f}':>12} "
+                      f"{row['rel_l2']:8.4f} {row['rel_l2_deployed']:8.4f} "
+                      f"{'' if agree is None else f'{agree:12.5f}':>12} "
                       f"{'' if took is None else f'{took:10.1f}':>10} {row['checker']}")
             for label in ("pare all", "pare auto"):
                 s = rows[label]["speedup_vs_quantize_static"]
