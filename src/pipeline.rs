@@ -188,10 +188,22 @@ impl KernelDeparture {
     }
 }
 
-/// Measures [`KernelDeparture`] of `quantized` (against `float`) on `probe`.
+/// The float model's outputs on `probe` in reference semantics, which
+/// [`kernel_departure`] measures quantization against.
+pub fn probe_reference(
+    float: &Model,
+    path: &Path,
+    probe: &[Vec<crate::eval::NamedTensor>],
+) -> Result<Vec<Vec<crate::eval::NamedTensor>>, PipelineError> {
+    let failed = |reason: String| PipelineError::SaturationProbe { path: path.to_path_buf(), reason };
+    ort_outputs(float, path, crate::onnxruntime::GraphOptimization::None, probe).map_err(failed)
+}
+
+/// Measures [`KernelDeparture`] of `quantized` on `probe`, against the float
+/// model's outputs `original` ([`probe_reference`]).
 pub fn kernel_departure(
     quantized: &Model,
-    float: &Model,
+    original: &[Vec<crate::eval::NamedTensor>],
     path: &Path,
     probe: &[Vec<crate::eval::NamedTensor>],
 ) -> Result<KernelDeparture, PipelineError> {
@@ -199,9 +211,8 @@ pub fn kernel_departure(
     let failed = |reason: String| PipelineError::SaturationProbe { path: path.to_path_buf(), reason };
     let fused = ort_outputs(quantized, path, All, probe).map_err(failed)?;
     let reference = ort_outputs(quantized, path, Reference, probe).map_err(failed)?;
-    let original = ort_outputs(float, path, Reference, probe).map_err(failed)?;
     let kernels: Vec<_> = fused.into_iter().zip(reference.iter().cloned()).collect();
-    let quantization: Vec<_> = reference.into_iter().zip(original).collect();
+    let quantization: Vec<_> = reference.into_iter().zip(original.iter().cloned()).collect();
     Ok(KernelDeparture { kernels: runs_relative_l2(&kernels), quantization: runs_relative_l2(&quantization) })
 }
 
@@ -429,7 +440,8 @@ fn optimize_once(
     let probed =
         options.quantization.as_ref().filter(|q| quantizing && q.check_saturation && !q.settings.unsigned_weights);
     if let Some(quantization) = probed {
-        let signed = kernel_departure(&optimized, &model, path, &quantization.probe)?;
+        let original = probe_reference(&model, path, &quantization.probe)?;
+        let signed = kernel_departure(&optimized, &original, path, &quantization.probe)?;
         if signed.saturates() {
             let mut unsigned = quantization.clone();
             unsigned.settings.unsigned_weights = true;
@@ -439,7 +451,7 @@ fn optimize_once(
             // u8 weights cannot saturate but run slower: kept only where they
             // remove the departure (a model that amplifies every rounding
             // difference departs as far with either).
-            let departure = kernel_departure(&retried, &model, path, &quantization.probe)?;
+            let departure = kernel_departure(&retried, &original, path, &quantization.probe)?;
             if departure.kernels < SATURATION_SHARE * signed.kernels {
                 return Ok((retried, retried_report));
             }
