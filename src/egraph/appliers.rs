@@ -88,7 +88,7 @@ const APPLIERS: &[NamedApplier] = &[
     },
     NamedApplier {
         name: "commute_quantize",
-        about: "(QuantizeLinear ?y ?s ?z ?a) of MaxPool, Reshape, Transpose, Flatten, (Un)Squeeze, Slice, Gather, Concat, nearest Resize, ...: the operator on quantized inputs",
+        about: "(QuantizeLinear ?y ?s ?z ?a) of MaxPool, Reshape, Transpose, Flatten, (Un)Squeeze, Slice, Gather, Concat, nearest Resize, ...: the operator on quantized inputs; ?y may be read as its result dequantized",
         apply: quantize::commute_quantize,
     },
 ];
