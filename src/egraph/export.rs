@@ -37,6 +37,9 @@ struct Exporter<'a> {
     values: HashMap<Id, ValueId>,
     /// Tuple (multi-output) classes already written as a node.
     emitted_tuples: HashSet<Id>,
+    /// Classes whose value is being emitted (a class met again among its
+    /// own operands means the choice has a cycle).
+    emitting: HashSet<Id>,
     tensors: HashMap<Id, TensorProto>,
     /// (tuple class, slot) → the class of that output.
     tuple_outputs: HashMap<(Id, u32), Id>,
@@ -74,6 +77,7 @@ pub fn export(source: &Model, built: &Built, choice: &Choice) -> Result<Model, S
         node_names: HashSet::new(),
         values: HashMap::new(),
         emitted_tuples: HashSet::new(),
+        emitting: HashSet::new(),
         tensors: HashMap::new(),
         tuple_outputs,
         counter: 0,
@@ -222,6 +226,16 @@ impl<'a> Exporter<'a> {
         if let Some(&value) = self.values.get(&class) {
             return Ok(Some(value));
         }
+        if !self.emitting.insert(class) {
+            return Err(format!("the chosen graph has a cycle through e-class {class}"));
+        }
+        let value = self.emit_value(class);
+        self.emitting.remove(&class);
+        value
+    }
+
+    /// Emits the value of a class not emitted yet (see [`Self::value_of`]).
+    fn emit_value(&mut self, class: Id) -> Result<Option<ValueId>, String> {
         let value = match self.chosen(class)? {
             Onnx::Absent => return Ok(None),
             Onnx::Input(i) => {

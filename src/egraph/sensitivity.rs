@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::analysis::Graph;
 use super::extract::{self, Choice, NodeCosts};
 use super::language::Onnx;
-use super::quantize::is_quantized_alternative;
+use super::quantize::{is_quantized_alternative, is_rounding_only};
 use super::{export, saturate, EgraphError, Options};
 use crate::eval::{runs_relative_l2, NamedTensor};
 use crate::ir::{self, DataType, Model};
@@ -67,7 +67,7 @@ pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> 
         .keys()
         .copied()
         .filter(|&class| egraph[class].data.dtype == Some(DataType::Float))
-        .filter(|&class| egraph[class].nodes.iter().any(|node| is_quantized_alternative(egraph, node)))
+        .filter(|&class| egraph[class].nodes.iter().any(|node| is_layer_alternative(egraph, node)))
         .collect();
 
     let label = "the float model";
@@ -91,11 +91,11 @@ pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> 
             continue;
         }
         let Some(choice) = with_layer_quantized(egraph, &float_choice, class) else { continue };
-        let mut variant = export::export(model, built, &choice).map_err(EgraphError::Export)?;
         let value = names[&class][0].to_string();
-        let run = ir::lower_to_qdq(&mut variant)
+        let run = export::export(model, built, &choice)
             .map_err(|e| e.to_string())
-            .and_then(|_| ir::export(variant).map_err(|e| e.to_string()))
+            .and_then(|mut variant| ir::lower_to_qdq(&mut variant).map(|_| variant).map_err(|e| e.to_string()))
+            .and_then(|variant| ir::export(variant).map_err(|e| e.to_string()))
             .and_then(|proto| {
                 let mut session =
                     OrtSession::from_bytes(&proto.encode_to_vec(), value.as_ref(), GraphOptimization::All)
@@ -121,7 +121,7 @@ pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> 
 fn with_layer_quantized(egraph: &Graph, float: &Choice, layer: Id) -> Option<Choice> {
     // The form with a quantized output when there are two (a Gemm's QGemm
     // also returns float): its error is the larger.
-    let alternatives = || egraph[layer].nodes.iter().filter(|node| is_quantized_alternative(egraph, node));
+    let alternatives = || egraph[layer].nodes.iter().filter(|node| is_layer_alternative(egraph, node));
     let node = alternatives().find(|node| !matches!(node, Onnx::Approx(..))).or_else(|| alternatives().next())?;
     let mut choice = float.clone();
     let mut visiting = HashSet::from([layer]);
@@ -141,6 +141,12 @@ fn with_layer_quantized(egraph: &Graph, float: &Choice, layer: Id) -> Option<Cho
         }
     }
     Some(choice)
+}
+
+/// Whether `node` makes a layer integer (a value moved in integer form and
+/// read back is a rounding, not a layer: its error stays the rounding proxy).
+fn is_layer_alternative(egraph: &Graph, node: &Onnx) -> bool {
+    is_quantized_alternative(egraph, node) && !is_rounding_only(egraph, node)
 }
 
 /// How deep the classes a quantized alternative adds go before they reach
