@@ -13,6 +13,7 @@ pub mod ir;
 pub mod onnx;
 pub mod onnxruntime;
 pub mod optimize_report;
+pub mod parallel;
 pub mod passes;
 pub mod pipeline;
 pub mod runtime;

@@ -188,32 +188,44 @@ impl KernelDeparture {
     }
 }
 
-/// The float model's outputs on `probe` in reference semantics, which
-/// [`kernel_departure`] measures quantization against.
-pub fn probe_reference(
-    float: &Model,
-    path: &Path,
-    probe: &[Vec<crate::eval::NamedTensor>],
-) -> Result<Vec<Vec<crate::eval::NamedTensor>>, PipelineError> {
-    let failed = |reason: String| PipelineError::SaturationProbe { path: path.to_path_buf(), reason };
-    ort_outputs(float, path, crate::onnxruntime::GraphOptimization::None, probe).map_err(failed)
-}
+/// Each probe sample's outputs.
+pub type ProbeOutputs = Vec<Vec<crate::eval::NamedTensor>>;
 
-/// Measures [`KernelDeparture`] of `quantized` on `probe`, against the float
-/// model's outputs `original` ([`probe_reference`]).
+/// Measures [`KernelDeparture`] of `quantized` on `probe` against the float
+/// model's outputs in reference semantics: `original` when known, else
+/// `float` runs for them, side by side with the quantized model's two runs.
+/// Returns them too, for the next candidate.
 pub fn kernel_departure(
     quantized: &Model,
-    original: &[Vec<crate::eval::NamedTensor>],
+    float: &Model,
+    original: Option<ProbeOutputs>,
     path: &Path,
     probe: &[Vec<crate::eval::NamedTensor>],
-) -> Result<KernelDeparture, PipelineError> {
+) -> Result<(KernelDeparture, ProbeOutputs), PipelineError> {
     use crate::onnxruntime::GraphOptimization::{All, None as Reference};
     let failed = |reason: String| PipelineError::SaturationProbe { path: path.to_path_buf(), reason };
-    let fused = ort_outputs(quantized, path, All, probe).map_err(failed)?;
-    let reference = ort_outputs(quantized, path, Reference, probe).map_err(failed)?;
+    let mut runs = vec![(quantized, All), (quantized, Reference)];
+    if original.is_none() {
+        runs.push((float, Reference));
+    }
+    let mut outputs = ort_outputs_side_by_side(&runs, path, probe).map_err(failed)?.into_iter();
+    let (fused, reference) = (outputs.next().unwrap_or_default(), outputs.next().unwrap_or_default());
+    let original = original.or_else(|| outputs.next()).unwrap_or_default();
     let kernels: Vec<_> = fused.into_iter().zip(reference.iter().cloned()).collect();
     let quantization: Vec<_> = reference.into_iter().zip(original.iter().cloned()).collect();
-    Ok(KernelDeparture { kernels: runs_relative_l2(&kernels), quantization: runs_relative_l2(&quantization) })
+    let departure =
+        KernelDeparture { kernels: runs_relative_l2(&kernels), quantization: runs_relative_l2(&quantization) };
+    Ok((departure, original))
+}
+
+/// Each run's outputs for every sample of `probe` (a model and the level it
+/// runs at in ONNX Runtime), the runs side by side.
+fn ort_outputs_side_by_side(
+    runs: &[(&Model, crate::onnxruntime::GraphOptimization)],
+    path: &Path,
+    probe: &[Vec<crate::eval::NamedTensor>],
+) -> Result<Vec<ProbeOutputs>, String> {
+    crate::parallel::on_all_cores(runs, |&(model, level)| ort_outputs(model, path, level, probe)).into_iter().collect()
 }
 
 /// `model`'s outputs for every sample of `probe`, run in ONNX Runtime at `level`.
@@ -222,7 +234,7 @@ fn ort_outputs(
     path: &Path,
     level: crate::onnxruntime::GraphOptimization,
     probe: &[Vec<crate::eval::NamedTensor>],
-) -> Result<Vec<Vec<crate::eval::NamedTensor>>, String> {
+) -> Result<ProbeOutputs, String> {
     use prost::Message;
     let proto = ir::export(model.clone()).map_err(|reason| format!("{}: {reason}", path.display()))?;
     let mut session =
@@ -347,13 +359,15 @@ pub fn optimize(
         let probe = &quantization.probe;
         // The float candidate's reference semantics against each quantized
         // candidate run with the integer kernels a deployment runs.
-        let reference = ort_outputs(&candidates[0].1, path, Reference, probe).map_err(failed)?;
-        for (index, (_, optimized, _)) in candidates.iter().enumerate().skip(1) {
-            if seconds[index].is_finite() {
-                let deployed = ort_outputs(optimized, path, All, probe).map_err(failed)?;
-                let runs: Vec<_> = deployed.into_iter().zip(reference.iter().cloned()).collect();
-                output_errors[index] = Some(runs_relative_l2(&runs));
-            }
+        let runnable: Vec<usize> = (1..candidates.len()).filter(|&index| seconds[index].is_finite()).collect();
+        let runs: Vec<_> = std::iter::once((&candidates[0].1, Reference))
+            .chain(runnable.iter().map(|&index| (&candidates[index].1, All)))
+            .collect();
+        let mut outputs = ort_outputs_side_by_side(&runs, path, probe).map_err(failed)?.into_iter();
+        let reference = outputs.next().unwrap_or_default();
+        for (index, deployed) in runnable.into_iter().zip(outputs) {
+            let runs: Vec<_> = deployed.into_iter().zip(reference.iter().cloned()).collect();
+            output_errors[index] = Some(runs_relative_l2(&runs));
         }
     }
     let eligible = |index: usize| output_errors[index].is_none_or(|error| error <= options.budget);
@@ -440,8 +454,7 @@ fn optimize_once(
     let probed =
         options.quantization.as_ref().filter(|q| quantizing && q.check_saturation && !q.settings.unsigned_weights);
     if let Some(quantization) = probed {
-        let original = probe_reference(&model, path, &quantization.probe)?;
-        let signed = kernel_departure(&optimized, &original, path, &quantization.probe)?;
+        let (signed, original) = kernel_departure(&optimized, &model, None, path, &quantization.probe)?;
         if signed.saturates() {
             let mut unsigned = quantization.clone();
             unsigned.settings.unsigned_weights = true;
@@ -451,7 +464,7 @@ fn optimize_once(
             // u8 weights cannot saturate but run slower: kept only where they
             // remove the departure (a model that amplifies every rounding
             // difference departs as far with either).
-            let departure = kernel_departure(&retried, &original, path, &quantization.probe)?;
+            let (departure, _) = kernel_departure(&retried, &model, Some(original), path, &quantization.probe)?;
             if departure.kernels < SATURATION_SHARE * signed.kernels {
                 return Ok((retried, retried_report));
             }

@@ -84,15 +84,15 @@ pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> 
     let mut costs = NodeCosts::new(egraph, &options.profile, options.objective, None);
     costs.prefer(|_, node| !is_quantized_alternative(egraph, node));
     let float_choice = extract::extract(&costs, egraph, built.root, f64::INFINITY)?;
-    let mut measured = Sensitivities::default();
-    for class in layers {
-        // A class the float graph does not use (fused into another) is no layer of it.
-        if !float_choice.chosen.contains_key(&class) {
-            continue;
-        }
-        let Some(choice) = with_layer_quantized(egraph, &float_choice, class) else { continue };
-        let value = names[&class][0].to_string();
-        let run = export::export(model, built, &choice)
+    // A class the float graph does not use (fused into another) is no layer of it.
+    let variants: Vec<(Id, Choice)> = layers
+        .into_iter()
+        .filter(|class| float_choice.chosen.contains_key(class))
+        .filter_map(|class| Some((class, with_layer_quantized(egraph, &float_choice, class)?)))
+        .collect();
+    let measure_variant = |(class, choice): &(Id, Choice)| {
+        let value = names[class][0].to_string();
+        let run = export::export(model, built, choice)
             .map_err(|e| e.to_string())
             .and_then(|mut variant| ir::lower_to_qdq(&mut variant).map(|_| variant).map_err(|e| e.to_string()))
             .and_then(|variant| ir::export(variant).map_err(|e| e.to_string()))
@@ -102,14 +102,17 @@ pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> 
                         .map_err(|e| e.to_string())?;
                 probe.iter().map(|sample| session.run(sample).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()
             });
-        let layer = match run {
+        match run {
             Ok(outputs) => {
                 let pairs: Vec<_> = outputs.into_iter().zip(expected.iter().cloned()).collect();
                 LayerSensitivity { value, error: runs_relative_l2(&pairs), failure: None }
             }
             Err(reason) => LayerSensitivity { value, error: UNRUNNABLE_ERROR, failure: Some(reason) },
-        };
-        measured.by_value_name.extend(names[&class].iter().map(|name| (name.to_string(), layer.error)));
+        }
+    };
+    let mut measured = Sensitivities::default();
+    for ((class, _), layer) in variants.iter().zip(crate::parallel::on_all_cores(&variants, measure_variant)) {
+        measured.by_value_name.extend(names[class].iter().map(|name| (name.to_string(), layer.error)));
         measured.layers.push(layer);
     }
     Ok(measured)

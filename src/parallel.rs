@@ -1,0 +1,51 @@
+//! Independent pieces of work run side by side, one thread per core. ONNX
+//! Runtime sessions run on one intra-op thread each (repeatable timings), so
+//! pare gets its parallelism by running several sessions at once: the
+//! single-layer variants of sensitivity measurement, and the float,
+//! fused-kernel and reference-semantics runs of the saturation probe and of
+//! `--quantize auto`'s candidate check.
+
+/// `work` applied to every item, the items shared out among one thread per
+/// core; results in item order. A panic in `work` is re-raised.
+pub fn on_all_cores<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(index) else { return done };
+                        done.push((index, work(item)));
+                    }
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|thread| thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_item_is_worked_once_and_results_keep_item_order() {
+        let items: Vec<u64> = (0..97).collect();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let squares = on_all_cores(&items, |&x| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            x * x
+        });
+        assert_eq!(squares, items.iter().map(|x| x * x).collect::<Vec<_>>());
+        assert_eq!(calls.into_inner(), items.len());
+        assert!(on_all_cores(&[] as &[u64], |&x| x).is_empty());
+    }
+}
