@@ -18,7 +18,10 @@ transformations), both as deployed (ORT_ENABLE_ALL: the fused integer kernels) a
 reference semantics (ORT_DISABLE_ALL: each QDQ node as written); onnx.checker full check; and
 for pare's outputs the agreement of the two (integer kernels that saturate would show here).
 On these random-weight zoo models any rounding is amplified, so 8 inputs were too few: the
-same file's error moved from 0.30 to 0.55 between 8 and 32 inputs.
+same file's error moved from 0.30 to 0.55 between 8 and 32 inputs. Where the model ends in a
+Softmax, the deployed error of its input (the logits) is reported too: the Softmax turns
+logit errors of the same size into very different output errors depending on where they fall
+near the top logit, so the logits say more about the quantization itself.
 
     .venv/bin/python benches/quantize.py --pare target/release/pare [--only resnet50 ...] [--json FILE]
 
@@ -108,6 +111,22 @@ def outputs(session, feeds):
     return [session.run(None, {name: feed})[0].astype(np.float64) for feed in feeds]
 
 
+def logits(path, feeds):
+    """The deployed (ORT_ENABLE_ALL, one thread) values the model's last Softmax reads, or None
+    when it has no Softmax."""
+    model = onnx.load(str(path))
+    softmaxes = [node for node in model.graph.node if node.op_type == "Softmax"]
+    if not softmaxes:
+        return None
+    model.graph.output.append(onnx.helper.make_tensor_value_info(softmaxes[-1].input[0], onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return [session.run(None, {name: feed})[-1].astype(np.float64) for feed in feeds]
+
+
 def rel_l2(reference, candidate):
     num = sum(float(np.sum((r - c) ** 2)) for r, c in zip(reference, candidate))
     den = sum(float(np.sum(r ** 2)) for r in reference)
@@ -154,6 +173,7 @@ def measure(name, pare, args, work):
 
     fp32_size = model.stat().st_size
     reference = outputs(reference_session(model), held_out)
+    reference_logits = logits(model, held_out)
     rows = {}
     for label, path in variants.items():
         session = reference_session(path)
@@ -161,6 +181,8 @@ def measure(name, pare, args, work):
         as_written, deployed = outputs(session, held_out), outputs(open_session(path, 1), held_out)
         row["rel_l2"] = rel_l2(reference, as_written)
         row["rel_l2_deployed"] = rel_l2(reference, deployed)
+        if reference_logits is not None:
+            row["logits_rel_l2_deployed"] = rel_l2(reference_logits, logits(path, held_out))
         if label.startswith("pare"):
             row["ort_all_vs_none_rel_l2"] = rel_l2(as_written, deployed)
             row["seconds_to_quantize"] = seconds[label]
@@ -221,14 +243,16 @@ def main():
             problems += failures(name, rows)
             print(f"\n{name}")
             print(f"  {'variant':16} {'size':>7} {'latency':>9} {'vs fp32 [95% CI]':>24} {'rel L2':>8} "
-                  f"{'deployed':>8} {'ORT all/none':>12} {'quantize s':>10} checker")
+                  f"{'deployed':>8} {'logits':>7} {'ORT all/none':>12} {'quantize s':>10} checker")
             for label, row in rows.items():
                 lat = row["latency_vs_fp32"]
                 agree = row.get("ort_all_vs_none_rel_l2")
                 took = row.get("seconds_to_quantize")
+                logit = row.get("logits_rel_l2_deployed")
                 print(f"  {label:16} {row['size_ratio']:6.3f}x {row['latency_ms']:7.2f}ms "
                       f"{lat[0]:6.3f} [{lat[1]:.3f},{lat[2]:.3f}] {row['verdict_vs_fp32']:>6} "
                       f"{row['rel_l2']:8.4f} {row['rel_l2_deployed']:8.4f} "
+                      f"{'' if logit is None else f'{logit:7.4f}':>7} "
                       f"{'' if agree is None else f'{agree:12.5f}':>12} "
                       f"{'' if took is None else f'{took:10.1f}':>10} {row['checker']}")
             for label in ("pare all", "pare auto"):
