@@ -6,9 +6,11 @@
 //! `--quantize auto`'s candidate check.
 
 /// `work` applied to every item, the items shared out among one thread per
-/// core; results in item order. A panic in `work` is re-raised.
-pub fn on_all_cores<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len().max(1));
+/// core but at most `at_most` threads (work that holds a whole model in
+/// memory bounds it); results in item order. A panic in `work` is re-raised.
+pub fn side_by_side<T: Sync, R: Send>(items: &[T], at_most: usize, work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = cores.min(at_most).min(items.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..workers)
@@ -40,12 +42,13 @@ mod tests {
     fn every_item_is_worked_once_and_results_keep_item_order() {
         let items: Vec<u64> = (0..97).collect();
         let calls = std::sync::atomic::AtomicUsize::new(0);
-        let squares = on_all_cores(&items, |&x| {
+        let squares = side_by_side(&items, usize::MAX, |&x| {
             calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             x * x
         });
         assert_eq!(squares, items.iter().map(|x| x * x).collect::<Vec<_>>());
         assert_eq!(calls.into_inner(), items.len());
-        assert!(on_all_cores(&[] as &[u64], |&x| x).is_empty());
+        assert_eq!(side_by_side(&items, 1, |&x| x + 1), items.iter().map(|x| x + 1).collect::<Vec<_>>());
+        assert!(side_by_side(&[] as &[u64], usize::MAX, |&x| x).is_empty());
     }
 }

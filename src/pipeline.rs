@@ -225,7 +225,9 @@ fn ort_outputs_side_by_side(
     path: &Path,
     probe: &[Vec<crate::eval::NamedTensor>],
 ) -> Result<Vec<ProbeOutputs>, String> {
-    crate::parallel::on_all_cores(runs, |&(model, level)| ort_outputs(model, path, level, probe)).into_iter().collect()
+    crate::parallel::side_by_side(runs, runs.len(), |&(model, level)| ort_outputs(model, path, level, probe))
+        .into_iter()
+        .collect()
 }
 
 /// `model`'s outputs for every sample of `probe`, run in ONNX Runtime at `level`.

@@ -27,6 +27,10 @@ use crate::onnxruntime::{GraphOptimization, OrtSession};
 /// could not run: as if it destroyed the output.
 const UNRUNNABLE_ERROR: f64 = 1.0;
 
+/// Memory the single-layer variants measured side by side may hold together
+/// (VGG-19's 0.57 GB of weights: three at once).
+const SIDE_BY_SIDE_BYTES: u64 = 6 << 30;
+
 /// One layer's measured sensitivity.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct LayerSensitivity {
@@ -110,8 +114,13 @@ pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> 
             Err(reason) => LayerSensitivity { value, error: UNRUNNABLE_ERROR, failure: Some(reason) },
         }
     };
+    // Each variant holds about three copies of the weights at once (the
+    // exported model, its encoding, ONNX Runtime's session).
+    let variant_bytes = 3 * crate::inspect::inspect(model).weight_bytes.max(1);
+    let side_by_side = usize::try_from(SIDE_BY_SIDE_BYTES / variant_bytes).unwrap_or(usize::MAX).max(1);
     let mut measured = Sensitivities::default();
-    for ((class, _), layer) in variants.iter().zip(crate::parallel::on_all_cores(&variants, measure_variant)) {
+    let sensitivities = crate::parallel::side_by_side(&variants, side_by_side, measure_variant);
+    for ((class, _), layer) in variants.iter().zip(sensitivities) {
         measured.by_value_name.extend(names[class].iter().map(|name| (name.to_string(), layer.error)));
         measured.layers.push(layer);
     }
