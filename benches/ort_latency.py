@@ -40,12 +40,14 @@ CONTROL = "original (second session)"
 
 
 def open_session(path, threads):
+    """A session of the model at `path` (or of its serialized bytes) as deployed."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def timed_rounds(sessions, feed, rounds, batch, seed):

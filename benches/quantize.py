@@ -119,10 +119,7 @@ def logits(path, feeds):
     if not softmaxes:
         return None
     model.graph.output.append(onnx.helper.make_tensor_value_info(softmaxes[-1].input[0], onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = open_session(model.SerializeToString(), 1)
     name = session.get_inputs()[0].name
     return [session.run(None, {name: feed})[-1].astype(np.float64) for feed in feeds]
 

@@ -3,7 +3,8 @@
 //! pare gets its parallelism by running several sessions at once: the
 //! single-layer variants of sensitivity measurement, and the float,
 //! fused-kernel and reference-semantics runs of the saturation probe and of
-//! `--quantize auto`'s candidate check.
+//! `--quantize auto`'s candidate check. Calibration runs its samples through
+//! the embedded evaluator the same way, a round of one per core at a time.
 
 /// `work` applied to every item, the items shared out among one thread per
 /// core but at most `at_most` threads (work that holds a whole model in

@@ -263,14 +263,8 @@ pub fn calibrate(
         if round.is_empty() {
             break;
         }
-        let results: Vec<Result<Vec<NamedTensor>, EvalError>> = std::thread::scope(|scope| {
-            let running: Vec<_> = round.iter().map(|sample| scope.spawn(|| evaluator.run(sample))).collect();
-            // `run` turns the model's panics into errors; any other panic is ours.
-            running
-                .into_iter()
-                .map(|thread| thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
-        });
+        // `run` turns the model's panics into errors; any other panic is ours.
+        let results = crate::parallel::side_by_side(&round, workers, |sample| evaluator.run(sample));
         for (sample, result) in round.iter().zip(results) {
             record(sample);
             record(&result?);
