@@ -16,6 +16,7 @@ pub mod optimize_report;
 pub mod parallel;
 pub mod passes;
 pub mod pipeline;
+pub mod quantization_report;
 pub mod runtime;
 pub mod samples;
 pub mod verify;

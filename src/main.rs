@@ -492,7 +492,7 @@ fn quantization(
     if args.block_size.is_some_and(|b| b < 2) {
         anyhow::bail!("--block-size must be at least 2");
     }
-    let (ranges, probe) = if settings.mode == QuantMode::Static {
+    let (ranges, probe, calibration) = if settings.mode == QuantMode::Static {
         if !(args.percentile > 0.0 && args.percentile <= 100.0) {
             anyhow::bail!("--percentile must be in (0, 100], not {}", args.percentile);
         }
@@ -513,7 +513,15 @@ fn quantization(
             }
         };
         let calibrated = pipeline::calibrate(model, &args.input, fixed, &source, method)?;
-        (calibrated.calibration.ranges, calibrated.probe)
+        let summary = pare::quantization_report::CalibrationSummary {
+            source: args
+                .calib
+                .as_ref()
+                .map_or_else(|| pare::quantization_report::RANDOM_SOURCE.into(), |dir| dir.display().to_string()),
+            samples: calibrated.calibration.samples,
+            method,
+        };
+        (calibrated.calibration.ranges, calibrated.probe, Some(summary))
     } else {
         Default::default()
     };
@@ -528,6 +536,7 @@ fn quantization(
         probe,
         check_saturation,
         sensitivity: Default::default(),
+        calibration,
     })
 }
 

@@ -105,6 +105,9 @@ pub fn table(report: &OptimizeReport) -> String {
             let _ = writeln!(out, "fired: {}", fired.join(", "));
         }
     }
+    if let Some(quantization) = report.engine.as_ref().and_then(|e| e.quantization.as_ref()) {
+        quantization.table(&mut out);
+    }
     match &report.verification {
         Some(v) if v.passed => {
             let worst = v.outputs.iter().map(|o| o.rel_l2).fold(0.0, f64::max);

@@ -14,6 +14,7 @@ use crate::eval::{runs_relative_l2, EvaluatorBuilder};
 use crate::ir::{self, DataType, IrError, Model, OpsetError, QdqError, Shape};
 use crate::onnx::proto::type_proto;
 use crate::onnx::{self, OnnxError, WriteOptions};
+use crate::quantization_report::{KernelCheck, LayerForms};
 use crate::samples;
 
 /// Why a pipeline stage failed.
@@ -171,7 +172,7 @@ pub const SATURATION_SHARE: f64 = 0.5;
 
 /// How far ONNX Runtime's integer kernels depart from its own semantics on
 /// a quantized model, next to how far quantization moved the model.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct KernelDeparture {
     /// Relative L2 of the fused kernels (all graph optimizations) against
     /// reference semantics (none).
@@ -391,8 +392,20 @@ pub fn optimize(
         .collect();
     // The sensitivities measured for the budgeted candidate are reported whichever wins.
     let layer_sensitivity = candidates[1].2.as_ref().map(|r| r.layer_sensitivity.clone()).unwrap_or_default();
+    // The float candidate reports the settings it was compared at and its
+    // float layers (the kernel check was of another model).
+    let quantization = candidates[1]
+        .2
+        .as_ref()
+        .and_then(|r| r.quantization.clone())
+        .map(|q| crate::quantization_report::QuantizationReport { kernel_check: None, ..q });
     let (_, optimized, report) = candidates.swap_remove(fastest);
-    let report = report.map(|r| EngineReport { end_to_end: timings, layer_sensitivity, ..r });
+    let quantization = report
+        .as_ref()
+        .and_then(|r| r.quantization.clone())
+        .or(quantization)
+        .map(|q| crate::quantization_report::QuantizationReport { layers: LayerForms::of(&optimized), ..q });
+    let report = report.map(|r| EngineReport { end_to_end: timings, layer_sensitivity, quantization, ..r });
     Ok((optimized, report))
 }
 
@@ -453,10 +466,21 @@ fn optimize_once(
     if !fixed.is_empty() {
         declare_inferred_shapes(&mut optimized);
     }
-    let probed =
-        options.quantization.as_ref().filter(|q| quantizing && q.check_saturation && !q.settings.unsigned_weights);
+    // Only integer kernels can saturate, and only samples can show it.
+    let probed = options.quantization.as_ref().filter(|q| {
+        quantizing
+            && q.check_saturation
+            && q.settings.mode == egraph::quantize::QuantMode::Static
+            && !q.settings.unsigned_weights
+            && !q.probe.is_empty()
+    });
+    let mut report = report;
+    if let Some(quantized) = report.quantization.as_mut() {
+        quantized.layers = LayerForms::of(&optimized);
+    }
     if let Some(quantization) = probed {
         let (signed, original) = kernel_departure(&optimized, &model, None, path, &quantization.probe)?;
+        let mut check = KernelCheck { signed, unsigned: None };
         if signed.saturates() {
             let mut unsigned = quantization.clone();
             unsigned.settings.unsigned_weights = true;
@@ -467,12 +491,22 @@ fn optimize_once(
             // remove the departure (a model that amplifies every rounding
             // difference departs as far with either).
             let (departure, _) = kernel_departure(&retried, &model, Some(original), path, &quantization.probe)?;
+            check.unsigned = Some(departure);
             if departure.kernels < SATURATION_SHARE * signed.kernels {
-                return Ok((retried, retried_report));
+                return Ok((retried, retried_report.map(|r| with_kernel_check(r, check))));
             }
         }
+        report = with_kernel_check(report, check);
     }
     Ok((optimized, Some(report)))
+}
+
+/// The report with the kernel check in its quantization section.
+fn with_kernel_check(mut report: EngineReport, check: KernelCheck) -> EngineReport {
+    if let Some(quantization) = report.quantization.as_mut() {
+        quantization.kernel_check = Some(check);
+    }
+    report
 }
 
 /// With inputs fixed, the declarations of outputs and intermediate values

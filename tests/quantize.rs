@@ -88,11 +88,33 @@ fn a_quantized_residual_block_is_qdq_checked_and_close_in_both_ort_modes() {
     let out = dir.path().join("int8.onnx");
     let shape = ["--input-shape", "images=1,3,32,32"];
     // Calibration and verification both draw seeded N(0,1) images.
+    let report_path = dir.path().join("report.json");
     let mut args = vec!["--quantize", "all", "--calib-samples", "16", "--runtime", "ort", "--ort-opt", "all"];
-    args.extend(["--max-rel-l2", MAX_REL_L2]);
+    args.extend(["--max-rel-l2", MAX_REL_L2, "--report", report_path.to_str().unwrap()]);
     args.extend(shape);
     let stderr = quantize(&model, &out, &args);
     assert!(stderr.contains("no --calib DIR given"), "the random-calibration warning: {stderr}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let quantization = &report["engine"]["quantization"];
+    // The six Conv (BatchNormalization folded) and the Gemm, by their own names.
+    let integer = quantization["layers"]["integer"].as_array().unwrap();
+    let mut names: Vec<&str> = integer.iter().map(|n| n.as_str().unwrap()).collect();
+    names.sort();
+    let expected = ["n_Conv_14", "n_Conv_25", "n_Conv_3", "n_Conv_38", "n_Conv_49", "n_Conv_58", "n_Gemm_76"];
+    assert_eq!(names, expected, "{quantization}");
+    assert_eq!(quantization["layers"]["float"], serde_json::json!([]));
+    assert_eq!(quantization["calibration"], serde_json::json!({"source": "random", "samples": 16, "method": "MinMax"}));
+    assert_eq!(quantization["widened_bias"], serde_json::json!([]));
+    // The x86-avx2 profile checks the integer kernels; unsigned weights are
+    // kept exactly when the signed ones departed and the unsigned ones did not.
+    let check = &quantization["kernel_check"];
+    let departure = |d: &serde_json::Value| (d["kernels"].as_f64().unwrap(), d["quantization"].as_f64().unwrap());
+    let (signed, quantized) = departure(&check["signed"]);
+    let kept_unsigned = quantization["settings"]["unsigned_weights"].as_bool().unwrap();
+    match check["unsigned"].is_null() {
+        true => assert!(signed <= 0.5 * quantized && !kept_unsigned, "{check}"),
+        false => assert_eq!(kept_unsigned, departure(&check["unsigned"]).0 < 0.5 * signed, "{check}"),
+    }
     let (quantize_nodes, dequantize_nodes) = check_qdq_form(&out);
     // Every Conv, Add and the Gemm read quantized inputs: one DQ per weight,
     // bias and integer input; integer layers chain without re-quantizing.
@@ -107,13 +129,18 @@ fn a_quantized_residual_block_is_qdq_checked_and_close_in_both_ort_modes() {
 fn weight_only_quantization_keeps_float_compute_and_quarter_weights() {
     let model = residual_block();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("w8.onnx");
+    let (out, report_path) = (dir.path().join("w8.onnx"), dir.path().join("report.json"));
     let args =
         ["--quantize", "weights", "--objective", "size", "--max-rel-l2", "0.02", "--input-shape", "images=1,3,32,32"];
-    quantize(&model, &out, &args);
+    quantize(&model, &out, &[&args[..], &["--report", report_path.to_str().unwrap()]].concat());
     let (quantize_nodes, dequantize_nodes) = check_qdq_form(&out);
     assert_eq!(quantize_nodes, 0);
     assert_eq!(dequantize_nodes, 7, "six Conv weights and the Gemm's");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let quantization = &report["engine"]["quantization"];
+    assert_eq!(quantization["layers"]["weight_only"].as_array().unwrap().len(), 7, "{quantization}");
+    assert_eq!(quantization["layers"]["integer"], serde_json::json!([]));
+    assert!(quantization["calibration"].is_null() && quantization["kernel_check"].is_null(), "{quantization}");
     onnx_checker(&out);
 }
 
@@ -191,6 +218,15 @@ fn measured_auto_never_keeps_a_candidate_whose_deployed_error_is_over_budget() {
         assert!(error(all) > 0.0 && error(all) < 0.1, "every layer int8: {all}");
         let chosen: Vec<_> = candidates.iter().filter(|c| c["chosen"] == true).collect();
         assert_eq!(chosen.len(), 1, "{candidates:?}");
+        // The report says which layers of the chosen candidate run on integers.
+        let layers = &report["engine"]["quantization"]["layers"];
+        let integer = layers["integer"].as_array().unwrap().len();
+        assert_eq!(integer + layers["float"].as_array().unwrap().len(), 7, "{layers}");
+        match chosen[0]["candidate"].as_str().unwrap() {
+            "float" => assert_eq!(integer, 0, "{layers}"),
+            "all" => assert_eq!(integer, 7, "{layers}"),
+            _ => {}
+        }
         assert!(error(chosen[0]) <= budget, "{} chosen over budget {budget}", chosen[0]);
         (error(all), chosen[0]["candidate"].as_str().unwrap().to_string(), quantize_nodes)
     };

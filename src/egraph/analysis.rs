@@ -77,6 +77,19 @@ impl AttributeList for OpAttrs {
     }
 }
 
+/// An integer alternative of a layer whose bias did not fit int32 at the
+/// weight's natural scale, so some channels' weight scales were widened.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WidenedBias {
+    /// The class of the layer's (float) output.
+    pub layer: Id,
+    /// The layer's float operator.
+    pub op: &'static str,
+    /// The int32 bias weight the alternative reads.
+    pub bias: WeightId,
+    pub channels: Vec<usize>,
+}
+
 /// A value the graph's nodes do not compute: a graph input or a sparse initializer.
 #[derive(Clone, Debug)]
 pub struct FedValue {
@@ -96,6 +109,13 @@ pub struct Facts {
     pub deduplicate_weights: bool,
     /// How the `quant` family quantizes (`None`: it adds nothing).
     pub quantization: Option<QuantSettings>,
+    /// Integer layers whose int32 bias needed a wider weight scale.
+    pub widened_biases: Vec<WidenedBias>,
+    /// The class of each integer operator node the `quant` family added →
+    /// the class of the float layer it is an alternative of (export names
+    /// the integer node after that layer's node). Ids as added: look them
+    /// up through `find`.
+    pub integer_layers: std::collections::BTreeMap<Id, Id>,
     weight_index: HashMap<(i32, Vec<i64>, Bytes), WeightId>,
     attrs_index: HashMap<Vec<u8>, AttrsId>,
 }

@@ -21,13 +21,69 @@ use crate::weights::{self, Operand};
 /// An operator's inputs, attributes and implicit (subgraph) inputs.
 type Operands = (Vec<Option<ValueId>>, OpAttrs, Vec<ValueId>);
 
-struct Exporter<'a> {
+/// The input model's node behind each e-node, by which chosen e-nodes get
+/// their names and fields back.
+pub struct Origins<'a> {
     egraph: &'a EGraph,
-    chosen: &'a HashMap<Id, Onnx>,
     origins: HashMap<Onnx, &'a NodeOrigin>,
     /// Origins by (operator, first input, attributes): a rewritten node
     /// (a Conv with folded weights) takes the name of the node it replaces.
     similar_origins: HashMap<(Onnx, Id, Id), &'a NodeOrigin>,
+    /// Integer operator class → the class of the float layer it replaces.
+    integer_layers: HashMap<Id, Id>,
+}
+
+impl<'a> Origins<'a> {
+    pub fn of(built: &'a Built) -> Origins<'a> {
+        let egraph = &built.egraph;
+        let find = |id: Id| egraph.find(id);
+        let mut origins = HashMap::new();
+        let mut similar_origins = HashMap::new();
+        for (node, origin) in &built.origins {
+            let node = egg::Language::map_children(node.clone(), find);
+            if let Some(key) = similarity_key(&node) {
+                similar_origins.entry(key).or_insert(origin);
+            }
+            origins.entry(node).or_insert(origin);
+        }
+        let mut integer_layers = HashMap::new();
+        for (&integer, &layer) in &egraph.analysis.integer_layers {
+            integer_layers.entry(find(integer)).or_insert(find(layer));
+        }
+        Origins { egraph, origins, similar_origins, integer_layers }
+    }
+
+    /// The node an e-node of `class` came from, or took the place of: a
+    /// rewritten node that of its original, an integer layer that of the
+    /// float layer it replaces.
+    pub fn of_node(&self, class: Id, node: &Onnx) -> Option<&'a NodeOrigin> {
+        self.direct(node).or_else(|| self.of_integer_layer(class, node))
+    }
+
+    fn direct(&self, node: &Onnx) -> Option<&'a NodeOrigin> {
+        self.origins.get(node).or_else(|| self.similar_origins.get(&similarity_key(node)?)).copied()
+    }
+
+    fn of_integer_layer(&self, class: Id, node: &Onnx) -> Option<&'a NodeOrigin> {
+        let layer = self.integer_layers.get(&self.egraph.find(class))?;
+        self.of_layer(*layer, super::quantize::float_operator(node.as_op()?.0.as_str())?)
+    }
+
+    /// The node that the float operator `op` among the alternatives of the
+    /// class `layer` came from (the name its integer forms take too).
+    pub fn of_layer(&self, layer: Id, op: &str) -> Option<&'a NodeOrigin> {
+        self.egraph[self.egraph.find(layer)]
+            .nodes
+            .iter()
+            .filter(|n| n.as_op().is_some_and(|(o, _)| o.as_str() == op))
+            .find_map(|n| self.direct(n))
+    }
+}
+
+struct Exporter<'a> {
+    egraph: &'a EGraph,
+    chosen: &'a HashMap<Id, Onnx>,
+    origins: Origins<'a>,
     source: &'a Graph,
     graph: Graph,
     /// Names given to classes before emission (original names).
@@ -50,15 +106,6 @@ struct Exporter<'a> {
 pub fn export(source: &Model, built: &Built, choice: &Choice) -> Result<Model, String> {
     let egraph = &built.egraph;
     let find = |id: Id| egraph.find(id);
-    let mut origins = HashMap::new();
-    let mut similar_origins = HashMap::new();
-    for (node, origin) in &built.origins {
-        let node = egg::Language::map_children(node.clone(), find);
-        if let Some(key) = similarity_key(&node) {
-            similar_origins.entry(key).or_insert(origin);
-        }
-        origins.entry(node).or_insert(origin);
-    }
     let mut tuple_outputs = HashMap::new();
     for (&class, node) in &choice.chosen {
         if let Onnx::Output(slot, [tuple]) = node {
@@ -68,8 +115,7 @@ pub fn export(source: &Model, built: &Built, choice: &Choice) -> Result<Model, S
     let mut exporter = Exporter {
         egraph,
         chosen: &choice.chosen,
-        origins,
-        similar_origins,
+        origins: Origins::of(built),
         source: &source.graph,
         graph: Graph::default(),
         names: HashMap::new(),
@@ -373,7 +419,7 @@ impl<'a> Exporter<'a> {
         let node = self.chosen(class)?.clone();
         let (op, _) = node.as_op().ok_or("not an operator")?;
         let (domain, op_type) = split_op(op);
-        let origin = self.origins.get(&node).or_else(|| self.similar_origins.get(&similarity_key(&node)?)).copied();
+        let origin = self.origins.of_node(class, &node);
         let (name, passthrough) = match origin.filter(|o| o.name.is_empty() || !self.node_names.contains(&o.name)) {
             Some(origin) => {
                 self.node_names.insert(origin.name.clone());

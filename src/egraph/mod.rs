@@ -101,6 +101,8 @@ pub struct Quantization {
     /// the layer's output value name (filled by [`sensitivity::measure`]
     /// when `--budget` is finite; else the rounding-error proxy is used).
     pub sensitivity: std::collections::BTreeMap<String, f64>,
+    /// Where `ranges` came from, for the report (`None`: not calibrated).
+    pub calibration: Option<crate::quantization_report::CalibrationSummary>,
 }
 
 /// Where one rule fired.
@@ -148,6 +150,8 @@ pub struct EngineReport {
     /// With a finite `--budget`: each layer's measured effect on the output
     /// when quantized alone (the error extraction charged it).
     pub layer_sensitivity: Vec<sensitivity::LayerSensitivity>,
+    /// With `--quantize`: what was quantized and how.
+    pub quantization: Option<crate::quantization_report::QuantizationReport>,
 }
 
 /// A whole-model candidate and its median latency in ONNX Runtime.
@@ -246,6 +250,48 @@ pub(crate) fn saturate(model: &Model, options: &Options) -> Result<Saturated, Eg
     Ok(Saturated { built, saturation, specs, log, build_seconds, saturate_seconds })
 }
 
+/// The quantization section of the report, as far as the e-graph knows it
+/// (the pipeline adds the layer forms after lowering and the kernel check).
+fn quantization_report(
+    built: &build::Built,
+    choice: &extract::Choice,
+    class_names: &HashMap<egg::Id, String>,
+    options: &Options,
+) -> Option<crate::quantization_report::QuantizationReport> {
+    use crate::quantization_report::{QuantizationReport, WidenedBias};
+    let quantization = options
+        .quantization
+        .as_ref()
+        .filter(|_| options.families.iter().any(|f| f == crate::pipeline::QUANT_FAMILY))?;
+    let chosen_weights: std::collections::HashSet<language::WeightId> = choice
+        .chosen
+        .values()
+        .filter_map(|node| match node {
+            language::Onnx::Weight(w) => Some(*w),
+            _ => None,
+        })
+        .collect();
+    let mut widened_bias: Vec<WidenedBias> = Vec::new();
+    let origins = export::Origins::of(built);
+    for widened in built.egraph.analysis.widened_biases.iter().filter(|w| chosen_weights.contains(&w.bias)) {
+        let class = built.egraph.find(widened.layer);
+        let layer = match origins.of_layer(class, widened.op) {
+            Some(origin) if !origin.name.is_empty() => origin.name.clone(),
+            _ => class_names.get(&class).cloned().unwrap_or_else(|| format!("e-class {class}")),
+        };
+        if !widened_bias.iter().any(|w| w.layer == layer) {
+            widened_bias.push(WidenedBias { layer, channels: widened.channels.clone() });
+        }
+    }
+    Some(QuantizationReport {
+        settings: quantization.settings.clone(),
+        calibration: quantization.calibration.clone(),
+        layers: Default::default(),
+        kernel_check: None,
+        widened_bias,
+    })
+}
+
 /// Optimizes a model whose shapes were inferred; the result is not re-inferred.
 pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport), EgraphError> {
     let Saturated { built, saturation, specs, log, build_seconds, saturate_seconds } = saturate(model, options)?;
@@ -293,6 +339,7 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
         .map(|(s, _)| (s.name.clone(), firings.iter().filter(|f| f.rule == s.name).count()))
         .filter(|(_, n)| *n > 0)
         .collect();
+    let quantization = quantization_report(&built, &choice, &class_names, options);
     let report = EngineReport {
         saturation,
         firings,
@@ -300,6 +347,7 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
         measured_configurations: table.as_ref().map_or(0, |t| t.measured),
         end_to_end: Vec::new(),
         layer_sensitivity: Vec::new(),
+        quantization,
         extraction: choice,
         timings: Timings {
             build: build_seconds,

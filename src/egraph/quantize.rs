@@ -21,9 +21,10 @@
 use egg::{Id, Subst, Symbol};
 use serde::Serialize;
 
+use super::analysis::WidenedBias;
 use super::analysis::{attrs_of, constant_of, is_absent, Graph};
 use super::appliers::var;
-use super::language::Onnx;
+use super::language::{Onnx, WeightId};
 use crate::eval::calibrate::ActivationRange;
 use crate::ir::{attribute, tensor, AttributeList, DataType, Shape};
 use crate::onnx::proto::TensorProto;
@@ -109,10 +110,19 @@ impl QuantSettings {
 /// level of 255), next to the weight's measured rounding error.
 const ACTIVATION_ROUNDING_ERROR: f64 = 0.5 / 255.0;
 
-/// Integer operator forms and the child index of their output scale (the
-/// output zero point follows it).
-const INTEGER_OPERATORS: &[(&str, usize)] =
-    &[("QLinearConv", 6), ("QLinearMatMul", 6), ("com.microsoft::QGemm", 7), ("com.microsoft::QLinearAdd", 6)];
+/// Integer operator forms, the child index of their output scale (the
+/// output zero point follows it) and the float operator they stand for.
+const INTEGER_OPERATORS: &[(&str, usize, &str)] = &[
+    ("QLinearConv", 6, "Conv"),
+    ("QLinearMatMul", 6, "MatMul"),
+    ("com.microsoft::QGemm", 7, "Gemm"),
+    ("com.microsoft::QLinearAdd", 6, "Add"),
+];
+
+/// The float operator an integer operator form stands for.
+pub fn float_operator(op: &str) -> Option<&'static str> {
+    INTEGER_OPERATORS.iter().find(|(name, ..)| *name == op).map(|&(.., float)| float)
+}
 
 /// Operators that only move, select or compare values, so quantizing their
 /// output equals running them on the quantized input (per-tensor
@@ -285,7 +295,10 @@ struct QuantizedWeights {
     values: Id,
     scale: Id,
     zero_point: Id,
-    bias: Option<Id>,
+    /// The int32 bias leaf and its weight id.
+    bias: Option<(Id, WeightId)>,
+    /// Channels whose weight scale was widened for the bias to fit int32.
+    widened: Vec<usize>,
     error: f64,
 }
 
@@ -333,8 +346,11 @@ fn quantize_weights(
         None => vec![scales.len() as i64],
     };
     let (scale, zero_point) = parameter_leaves(egraph, &scales, &vec![zero; scales.len()], dtype, &scale_dims);
-    let bias = layer.bias.as_ref().map(|b| add_weight(egraph, integer_tensor(DataType::Int32, &[b.len() as i64], b)));
-    Some(QuantizedWeights { values, scale, zero_point, bias, error })
+    let bias = layer.bias.as_ref().map(|b| {
+        let weight = egraph.analysis.intern_weight(integer_tensor(DataType::Int32, &[b.len() as i64], b), None);
+        (egraph.add(Onnx::Weight(weight)), weight)
+    });
+    Some(QuantizedWeights { values, scale, zero_point, bias, widened: layer.widened, error })
 }
 
 /// Weight-only alternative: the layer reads DequantizeLinear of integer
@@ -405,8 +421,13 @@ fn integer_linear(egraph: &mut Graph, root: Id, layer: LinearLayer) -> Option<Id
     let bias = layer.bias.as_deref().map(|b| (b, input.scale_value));
     let spec = layer.axes.spec(&settings);
     let weights = quantize_weights(egraph, &layer.weights, &layer.dims, &spec, bias, &settings)?;
+    if let Some((_, bias)) = weights.bias.filter(|_| !weights.widened.is_empty()) {
+        let op = float_operator(layer.op).unwrap_or(layer.op);
+        let widened = WidenedBias { layer: root, op, bias, channels: weights.widened.clone() };
+        egraph.analysis.widened_biases.push(widened);
+    }
     let absent = egraph.add(Onnx::Absent);
-    let bias = weights.bias.unwrap_or(absent);
+    let bias = weights.bias.map_or(absent, |(leaf, _)| leaf);
     let mut inputs =
         vec![input.value, input.scale, input.zero_point, weights.values, weights.scale, weights.zero_point];
     match layer.bias_input {
@@ -422,10 +443,12 @@ fn integer_linear(egraph: &mut Graph, root: Id, layer: LinearLayer) -> Option<Id
         // layer is float (a Softmax, a graph output).
         let float_inputs = inputs[..inputs.len() - 2].to_vec();
         let float_output = add_typed_op(egraph, layer.op, float_inputs, layer.attrs, DataType::Float, shape.clone());
+        egraph.analysis.integer_layers.insert(float_output, root);
         let alternative = egraph.add(Onnx::Approx(error.to_bits(), [float_output]));
         egraph.union(root, alternative);
     }
     let integer = add_typed_op(egraph, layer.op, inputs, layer.attrs, settings.activations.dtype(), shape);
+    egraph.analysis.integer_layers.insert(integer, root);
     Some(dequantized(egraph, integer, error, output_scale, output_zero, root))
 }
 
@@ -556,6 +579,7 @@ pub(super) fn quantize_add(egraph: &mut Graph, root: Id, subst: &Subst, _op: Opt
     let attrs = no_attributes(egraph);
     let shape = egraph[root].data.shape.clone();
     let integer = add_typed_op(egraph, "com.microsoft::QLinearAdd", inputs, attrs, settings.activations.dtype(), shape);
+    egraph.analysis.integer_layers.insert(integer, root);
     let error = measured_or(egraph, root, 3.0 * ACTIVATION_ROUNDING_ERROR);
     Some(dequantized(egraph, integer, error, output_scale, output_zero, root))
 }
@@ -564,9 +588,10 @@ pub(super) fn quantize_add(egraph: &mut Graph, root: Id, subst: &Subst, _op: Opt
 /// output scale, when it holds one.
 fn integer_node(egraph: &Graph, class: Id) -> Option<(Symbol, Box<[Id]>, usize)> {
     egraph[class].nodes.iter().find_map(|n| match n {
-        Onnx::Op(op, children) => {
-            INTEGER_OPERATORS.iter().find(|(name, _)| op.as_str() == *name).map(|(_, at)| (*op, children.clone(), *at))
-        }
+        Onnx::Op(op, children) => INTEGER_OPERATORS
+            .iter()
+            .find(|(name, ..)| op.as_str() == *name)
+            .map(|&(_, at, _)| (*op, children.clone(), at)),
         _ => None,
     })
 }
@@ -612,6 +637,11 @@ pub(super) fn requantize(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Opti
     children[at + 1] = z;
     let facts = egraph[inner].data.clone();
     let node = add_typed(egraph, Onnx::Op(op, children.into()), facts.dtype?, facts.shape);
+    let inner = egraph.find(inner);
+    let layer = egraph.analysis.integer_layers.iter().find(|(&class, _)| egraph.find(class) == inner).map(|(_, &l)| l);
+    if let Some(layer) = layer {
+        egraph.analysis.integer_layers.insert(node, layer);
+    }
     Some(egraph.add(Onnx::Approx(error, [node])))
 }
 

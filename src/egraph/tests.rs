@@ -97,6 +97,7 @@ fn forced_quantization(model: &Model, mode: quantize::QuantMode) -> Quantization
         probe: Vec::new(),
         check_saturation: false,
         sensitivity: Default::default(),
+        calibration: None,
     }
 }
 
@@ -141,6 +142,37 @@ fn forced_quantization_makes_one_integer_chain() {
     // Only the Relu after the last Add stays: the others fold into the ranges.
     assert_eq!(count(&optimized, "Relu"), 1);
     assert!(report.extraction.error > 0.0 && report.extraction.cost < 1.0);
+}
+
+#[test]
+fn integer_layers_keep_their_names_and_a_widened_bias_is_reported() {
+    let model = resnet_block();
+    let mut quantization = forced_quantization(&model, quantize::QuantMode::Static);
+    // An image range of 1e-6: the first conv's bias / (input scale × weight
+    // scale) is far beyond int32, so its weight scales must widen.
+    let image = quantization.ranges.get_mut("images").unwrap();
+    *image = crate::eval::calibrate::ActivationRange { min: 0.0, max: 1e-6 };
+    let mut options = options(&["fuse", "clean", "quant"], "", 0.0);
+    options.quantization = Some(quantization);
+    let (optimized, report) = optimize(&model, &options).unwrap();
+    let convs: Vec<&str> =
+        optimized.graph.nodes.node_weights().filter(|n| n.op_type == "QLinearConv").map(|n| n.name.as_str()).collect();
+    let originals: Vec<&str> =
+        model.graph.nodes.node_weights().filter(|n| n.op_type == "Conv").map(|n| n.name.as_str()).collect();
+    let mut sorted = convs.clone();
+    sorted.sort();
+    let mut expected = originals.clone();
+    expected.sort();
+    assert_eq!(sorted, expected, "each integer conv is named after its float conv");
+    let quantization = report.quantization.unwrap();
+    let first_conv = originals[0];
+    assert_eq!(first_conv, "n_Conv_3");
+    let widened: Vec<&str> = quantization.widened_bias.iter().map(|w| w.layer.as_str()).collect();
+    assert_eq!(widened, [first_conv], "only the conv reading the image widens");
+    let channels = model.graph.nodes.node_weights().find(|n| n.name == first_conv).unwrap().inputs[1].unwrap();
+    let out_channels = model.graph.value(channels).shape.as_ref().unwrap().as_known().unwrap()[0] as usize;
+    let widened_channels = &quantization.widened_bias[0].channels;
+    assert!(!widened_channels.is_empty() && widened_channels.len() <= out_channels, "{widened_channels:?}");
 }
 
 #[test]

@@ -64,4 +64,9 @@ impl Names {
     pub(crate) fn node(&mut self, base: &str) -> String {
         Names::fresh(&mut self.nodes, base)
     }
+
+    /// Frees the name of a node the rewrite removed, for a node that takes its place.
+    pub(crate) fn release_node(&mut self, name: &str) {
+        self.nodes.remove(name);
+    }
 }

@@ -24,7 +24,8 @@
 //!
 //! The node's output value keeps its id and name (the last new node produces
 //! it), so its consumers, graph outputs and value_info are untouched. New
-//! values are named after that output, new nodes after the node; float
+//! values are named after that output; the float operator takes the node's
+//! name (it is the layer) and the other new nodes are named after it; float
 //! intermediates get the scale's dtype, dequantized operands the quantized
 //! tensor's shape, and the float operator's output no shape (shape inference,
 //! run by the caller, fills it).
@@ -597,7 +598,9 @@ impl Writer {
             };
             float_inputs.push(Some(dequantized));
         }
-        let float_node = format!("{node_base}_{}", stage.op.to_lowercase());
+        // The float operator is the layer: it takes the node's name.
+        self.names.release_node(&original.name);
+        let float_node = node_base.clone();
         let Some(requantize) = &stage.requantize else {
             self.add_node(graph, &float_node, stage.op, float_inputs, stage.attributes.clone(), plan.output);
             return;

@@ -280,7 +280,7 @@ fn qlinear_conv_per_tensor_becomes_dq_conv_q() {
     let conv = nodes_of(&goal, "Conv")[0];
     assert_eq!(conv.input, [dq[0].output[0].clone(), dq[1].output[0].clone()]);
     assert_eq!(conv.attribute, graph(&start).node[0].attribute, "the QLinearConv's own attributes");
-    assert_eq!(conv.name.as_deref(), Some("y_node_conv"));
+    assert_eq!(conv.name.as_deref(), Some("y_node"));
     let q = nodes_of(&goal, "QuantizeLinear")[0];
     assert_eq!(q.input, [conv.output[0].clone(), "y_scale".into(), "y_zero".into()]);
     assert_eq!(q.output, ["y"], "the output keeps its name");

@@ -1,0 +1,192 @@
+//! What `--quantize` did, as the optimize report states it: the settings the
+//! model was quantized with (the weight type after the integer-kernel check),
+//! where the activation ranges came from, which layers run on integers, store
+//! integer weights only or stay float, how far ONNX Runtime's integer kernels
+//! departed from its reference semantics on the calibration data, and the
+//! layers whose weight scale was widened so that their int32 bias fits.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::egraph::quantize::QuantSettings;
+use crate::eval::calibrate::RangeMethod;
+use crate::ir::graph::{Graph, Model, Producer, ValueId};
+use crate::pipeline::KernelDeparture;
+
+/// The quantization section of the report.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct QuantizationReport {
+    /// The settings the written model was quantized with.
+    pub settings: QuantSettings,
+    /// null in weight-only mode (nothing is calibrated).
+    pub calibration: Option<CalibrationSummary>,
+    pub layers: LayerForms,
+    /// null when the kernels were not checked (`--weights` given, or a
+    /// device profile whose int8 kernels cannot saturate).
+    pub kernel_check: Option<KernelCheck>,
+    /// Layers whose int32 bias would have overflowed at the weight's own
+    /// scale: these channels' weight scales were widened until it fit.
+    pub widened_bias: Vec<WidenedBias>,
+}
+
+/// [`CalibrationSummary::source`] when no `--calib` folder was given.
+pub const RANDOM_SOURCE: &str = "random";
+
+/// Where the activation ranges came from.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CalibrationSummary {
+    /// The `--calib` folder, or `random` (seeded inputs: ranges will not
+    /// match real data).
+    pub source: String,
+    pub samples: usize,
+    pub method: RangeMethod,
+}
+
+/// The weighted layers of the written model (Conv, ConvTranspose, Gemm and
+/// MatMul with a constant weight) by how they compute, each named by its
+/// node (or, unnamed, by its output).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct LayerForms {
+    /// Quantized input and weights: runtimes fuse them into integer kernels.
+    pub integer: Vec<String>,
+    /// Integer weights behind a DequantizeLinear, float compute.
+    pub weight_only: Vec<String>,
+    pub float: Vec<String>,
+}
+
+/// ONNX Runtime's integer kernels against its reference semantics.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct KernelCheck {
+    /// With signed (int8) weights.
+    pub signed: KernelDeparture,
+    /// With unsigned weights, when the signed ones departed by more than
+    /// [`crate::pipeline::SATURATION_SHARE`] of the quantization error.
+    pub unsigned: Option<KernelDeparture>,
+}
+
+/// A layer with widened weight scales.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct WidenedBias {
+    /// The layer's output value.
+    pub layer: String,
+    pub channels: Vec<usize>,
+}
+
+impl LayerForms {
+    /// Classifies the weighted layers of a model in QDQ form.
+    pub fn of(model: &Model) -> LayerForms {
+        let graph = &model.graph;
+        let mut forms = LayerForms::default();
+        for node in graph.nodes.node_weights() {
+            if !matches!(node.op_type.as_str(), "Conv" | "ConvTranspose" | "Gemm" | "MatMul") || !node.domain.is_empty()
+            {
+                continue;
+            }
+            let (Some(Some(input)), Some(Some(weight))) = (node.inputs.first(), node.inputs.get(1)) else { continue };
+            let quantized_weight = match dequantized(graph, *weight) {
+                Some(stored) => is_constant(graph, stored),
+                None if is_constant(graph, *weight) => false,
+                None => continue,
+            };
+            let name = if node.name.is_empty() {
+                node.outputs.iter().flatten().next().map(|v| graph.value(*v).name.clone()).unwrap_or_default()
+            } else {
+                node.name.clone()
+            };
+            let list = match (quantized_weight, dequantized(graph, *input).is_some()) {
+                (true, true) => &mut forms.integer,
+                (true, false) => &mut forms.weight_only,
+                (false, _) => &mut forms.float,
+            };
+            list.push(name);
+        }
+        forms
+    }
+}
+
+/// The stored value a DequantizeLinear reads, when `value` is one's output.
+fn dequantized(graph: &Graph, value: ValueId) -> Option<ValueId> {
+    let Producer::Node(node, 0) = graph.value(value).producer else { return None };
+    let node = &graph.nodes[node];
+    (node.op_type == "DequantizeLinear" && node.domain.is_empty()).then(|| node.inputs.first().copied().flatten())?
+}
+
+/// Whether a value is an initializer or a Constant's output.
+fn is_constant(graph: &Graph, value: ValueId) -> bool {
+    match graph.value(value).producer {
+        Producer::Initializer => true,
+        Producer::Node(node, _) => graph.nodes[node].op_type == "Constant",
+        _ => false,
+    }
+}
+
+/// Names listed in the table before "and N more".
+const LISTED: usize = 6;
+
+impl QuantizationReport {
+    /// The report's lines for people.
+    pub fn table(&self, out: &mut String) {
+        let s = &self.settings;
+        let weights = match (s.weight_bits, s.unsigned_weights, s.reduced_range) {
+            (4, false, _) => "int4",
+            (4, true, _) => "uint4",
+            (_, true, _) => "uint8",
+            (_, false, true) => "int8 (7-bit)",
+            (_, false, false) => "int8",
+        };
+        let scales = match (s.block_size, s.per_channel) {
+            (Some(block), _) => format!("blocks of {block}"),
+            (None, true) => "per channel".into(),
+            (None, false) => "per tensor".into(),
+        };
+        let l = &self.layers;
+        let total = l.integer.len() + l.weight_only.len() + l.float.len();
+        let _ = write!(out, "quantized: {} of {total} layers integer", l.integer.len());
+        if !l.weight_only.is_empty() {
+            let _ = write!(out, ", {} weight-only", l.weight_only.len());
+        }
+        let activations = match s.activations {
+            crate::egraph::quantize::ActivationType::Uint8 => "uint8",
+            crate::egraph::quantize::ActivationType::Int8 => "int8",
+        };
+        let _ = writeln!(out, " ({weights} weights {scales}, {activations} activations)");
+        if !l.float.is_empty() {
+            let _ = writeln!(out, "  float: {}", listed(&l.float));
+        }
+        if let Some(c) = &self.calibration {
+            let source = if c.source == RANDOM_SOURCE { "seeded random inputs".into() } else { c.source.clone() };
+            let _ = writeln!(out, "calibration: {} samples from {source}, {:?}", c.samples, c.method);
+        }
+        if let Some(check) = &self.kernel_check {
+            let departure = |d: &KernelDeparture| {
+                format!(
+                    "kernels depart {:.2e} from reference semantics (quantization error {:.2e})",
+                    d.kernels, d.quantization
+                )
+            };
+            let _ = writeln!(out, "integer kernels, int8 weights: {}", departure(&check.signed));
+            if let Some(unsigned) = &check.unsigned {
+                let kept = if s.unsigned_weights { "kept" } else { "not kept" };
+                let _ = writeln!(out, "integer kernels, uint8 weights ({kept}): {}", departure(unsigned));
+            }
+        }
+        for widened in &self.widened_bias {
+            let _ = writeln!(
+                out,
+                "bias: '{}' widened the weight scale of {} channel(s) for its int32 bias to fit",
+                widened.layer,
+                widened.channels.len()
+            );
+        }
+    }
+}
+
+/// Up to [`LISTED`] names, then how many more.
+fn listed(names: &[String]) -> String {
+    let shown = names.iter().take(LISTED).map(String::as_str).collect::<Vec<_>>().join(", ");
+    match names.len().saturating_sub(LISTED) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
