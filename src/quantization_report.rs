@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::egraph::quantize::QuantSettings;
 use crate::eval::calibrate::RangeMethod;
-use crate::ir::graph::{Graph, Model, Producer, ValueId};
+use crate::ir::graph::{Graph, Model, ValueId};
 use crate::pipeline::KernelDeparture;
 
 /// The quantization section of the report.
@@ -85,8 +85,8 @@ impl LayerForms {
             }
             let (Some(Some(input)), Some(Some(weight))) = (node.inputs.first(), node.inputs.get(1)) else { continue };
             let quantized_weight = match dequantized(graph, *weight) {
-                Some(stored) => is_constant(graph, stored),
-                None if is_constant(graph, *weight) => false,
+                Some(stored) => graph.constant(stored).is_some(),
+                None if graph.constant(*weight).is_some() => false,
                 None => continue,
             };
             let name = if node.name.is_empty() {
@@ -107,18 +107,8 @@ impl LayerForms {
 
 /// The stored value a DequantizeLinear reads, when `value` is one's output.
 fn dequantized(graph: &Graph, value: ValueId) -> Option<ValueId> {
-    let Producer::Node(node, 0) = graph.value(value).producer else { return None };
-    let node = &graph.nodes[node];
+    let node = graph.node(graph.producer_node(value)?);
     (node.op_type == "DequantizeLinear" && node.domain.is_empty()).then(|| node.inputs.first().copied().flatten())?
-}
-
-/// Whether a value is an initializer or a Constant's output.
-fn is_constant(graph: &Graph, value: ValueId) -> bool {
-    match graph.value(value).producer {
-        Producer::Initializer => true,
-        Producer::Node(node, _) => graph.nodes[node].op_type == "Constant",
-        _ => false,
-    }
 }
 
 /// Names listed in the table before "and N more".
@@ -128,13 +118,8 @@ impl QuantizationReport {
     /// The report's lines for people.
     pub fn table(&self, out: &mut String) {
         let s = &self.settings;
-        let weights = match (s.weight_bits, s.unsigned_weights, s.reduced_range) {
-            (4, false, _) => "int4",
-            (4, true, _) => "uint4",
-            (_, true, _) => "uint8",
-            (_, false, true) => "int8 (7-bit)",
-            (_, false, false) => "int8",
-        };
+        let (weights, _) = s.weight_type(s.weight_bits);
+        let seven_bit = if s.reduced_range { " (7-bit)" } else { "" };
         let scales = match (s.block_size, s.per_channel) {
             (Some(block), _) => format!("blocks of {block}"),
             (None, true) => "per channel".into(),
@@ -146,11 +131,8 @@ impl QuantizationReport {
         if !l.weight_only.is_empty() {
             let _ = write!(out, ", {} weight-only", l.weight_only.len());
         }
-        let activations = match s.activations {
-            crate::egraph::quantize::ActivationType::Uint8 => "uint8",
-            crate::egraph::quantize::ActivationType::Int8 => "int8",
-        };
-        let _ = writeln!(out, " ({weights} weights {scales}, {activations} activations)");
+        let activations = s.activations.dtype();
+        let _ = writeln!(out, " ({weights}{seven_bit} weights {scales}, {activations} activations)");
         if !l.float.is_empty() {
             let _ = writeln!(out, "  float: {}", listed(&l.float));
         }

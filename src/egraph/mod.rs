@@ -271,16 +271,21 @@ fn quantization_report(
             _ => None,
         })
         .collect();
+    let chosen_widened: Vec<_> =
+        built.egraph.analysis.widened_biases.iter().filter(|w| chosen_weights.contains(&w.bias)).collect();
     let mut widened_bias: Vec<WidenedBias> = Vec::new();
-    let origins = export::Origins::of(built);
-    for widened in built.egraph.analysis.widened_biases.iter().filter(|w| chosen_weights.contains(&w.bias)) {
-        let class = built.egraph.find(widened.layer);
-        let layer = match origins.of_layer(class, widened.op) {
-            Some(origin) if !origin.name.is_empty() => origin.name.clone(),
-            _ => class_names.get(&class).cloned().unwrap_or_else(|| format!("e-class {class}")),
-        };
-        if !widened_bias.iter().any(|w| w.layer == layer) {
-            widened_bias.push(WidenedBias { layer, channels: widened.channels.clone() });
+    if !chosen_widened.is_empty() {
+        // The layers' names, as export gave them (looked up only when some bias widened).
+        let origins = export::Origins::of(built);
+        for widened in chosen_widened {
+            let class = built.egraph.find(widened.layer);
+            let layer = match origins.of_layer(class, widened.op) {
+                Some(origin) if !origin.name.is_empty() => origin.name.clone(),
+                _ => class_names.get(&class).cloned().unwrap_or_else(|| format!("e-class {class}")),
+            };
+            if !widened_bias.iter().any(|w| w.layer == layer) {
+                widened_bias.push(WidenedBias { layer, channels: widened.channels.clone() });
+            }
         }
     }
     Some(QuantizationReport {

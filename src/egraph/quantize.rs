@@ -96,7 +96,7 @@ impl QuantSettings {
     }
 
     /// The stored type of `bits`-bit weights and the zero point that centres it.
-    fn weight_type(&self, bits: u32) -> (DataType, i32) {
+    pub fn weight_type(&self, bits: u32) -> (DataType, i32) {
         match (bits, self.unsigned_weights) {
             (4, false) => (DataType::Int4, 0),
             (4, true) => (DataType::Uint4, 8),
