@@ -16,7 +16,7 @@ thread, paired per-round ratios with a 95% bootstrap interval, as benches/ort_la
 relative L2 error of the output against fp32 on 32 held-out inputs (other seeds of the same
 transformations), both as deployed (ORT_ENABLE_ALL: the fused integer kernels) and in
 reference semantics (ORT_DISABLE_ALL: each QDQ node as written); onnx.checker full check; and
-for pare's outputs the agreement of the two (integer kernels that saturate would show here).
+the agreement of the two (integer kernels that saturate would show here).
 On these random-weight zoo models any rounding is amplified, so 8 inputs were too few: the
 same file's error moved from 0.30 to 0.55 between 8 and 32 inputs. Where the model ends in a
 Softmax, the deployed error of its input (the logits) is reported too: the Softmax turns
@@ -180,10 +180,8 @@ def measure(name, pare, args, work):
         row["rel_l2_deployed"] = rel_l2(reference, deployed)
         if reference_logits is not None:
             row["logits_rel_l2_deployed"] = rel_l2(reference_logits, logits(path, held_out))
-        if label.startswith("pare"):
+        if label != "fp32":
             row["ort_all_vs_none_rel_l2"] = rel_l2(as_written, deployed)
-            row["seconds_to_quantize"] = seconds[label]
-        if label == "quantize_static":
             row["seconds_to_quantize"] = seconds[label]
         rows[label] = row
 

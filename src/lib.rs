@@ -10,6 +10,7 @@ pub mod egraph;
 pub mod eval;
 pub mod inspect;
 pub mod ir;
+pub mod kernel_check;
 pub mod onnx;
 pub mod onnxruntime;
 pub mod optimize_report;

@@ -176,6 +176,35 @@ impl OrtSession {
     }
 }
 
+/// Each sample's outputs, as one run gives them.
+pub type SampleOutputs = Vec<Vec<NamedTensor>>;
+
+/// `model`'s outputs for every sample, run at `level` (`label` names the
+/// model in errors).
+pub fn outputs(
+    model: &crate::ir::Model,
+    label: &Path,
+    level: GraphOptimization,
+    samples: &[Vec<NamedTensor>],
+) -> Result<SampleOutputs, String> {
+    use prost::Message;
+    let proto = crate::ir::export(model.clone()).map_err(|reason| format!("{}: {reason}", label.display()))?;
+    let mut session = OrtSession::from_bytes(&proto.encode_to_vec(), label, level).map_err(|e| e.to_string())?;
+    samples.iter().map(|sample| session.run(sample).map_err(|e| e.to_string())).collect()
+}
+
+/// [`outputs`] of each run (a model and the level it runs at), the runs
+/// side by side.
+pub fn outputs_side_by_side(
+    runs: &[(&crate::ir::Model, GraphOptimization)],
+    label: &Path,
+    samples: &[Vec<NamedTensor>],
+) -> Result<Vec<SampleOutputs>, String> {
+    crate::parallel::side_by_side(runs, runs.len(), |&(model, level)| outputs(model, label, level, samples))
+        .into_iter()
+        .collect()
+}
+
 fn to_value(input: &NamedTensor, path: &Path) -> Result<DynValue, OrtError> {
     let input_error = |message: String| OrtError::Input { path: path.to_path_buf(), name: input.name.clone(), message };
     let tensor = input.tensor.as_tract();
@@ -219,6 +248,13 @@ fn from_value(name: &str, value: &DynValue) -> Result<NamedTensor, String> {
     }, else Err(unreadable()))
 }
 
+/// Whether this CPU has the VNNI dot-product instructions, whose int8
+/// kernels do not saturate.
+#[cfg(test)]
+pub(crate) fn cpu_has_vnni() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| info.contains("vnni"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,12 +283,6 @@ mod tests {
                 assert!(max_abs_difference(output, golden) <= 1e-5, "{optimization:?} {}", output.name);
             }
         }
-    }
-
-    /// Whether this CPU has the VNNI dot-product instructions, whose int8
-    /// kernels do not saturate.
-    fn cpu_has_vnni() -> bool {
-        std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| info.contains("vnni"))
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::egraph::{self, EgraphError, EngineReport};
 use crate::eval::calibrate::{self, Calibration, RangeMethod};
 use crate::eval::{runs_relative_l2, EvaluatorBuilder};
 use crate::ir::{self, DataType, IrError, Model, OpsetError, QdqError, Shape};
+use crate::kernel_check;
 use crate::onnx::proto::type_proto;
 use crate::onnx::{self, OnnxError, WriteOptions};
 use crate::quantization_report::{KernelCheck, LayerForms};
@@ -164,87 +165,6 @@ fn needs_range(model: &Model) -> std::collections::HashSet<ir::ValueId> {
         .collect()
 }
 
-/// Integer kernels count as saturating when their disagreement with ONNX
-/// Runtime's reference semantics exceeds this share of the quantization
-/// error itself (reference semantics against the float model). Rounding
-/// differences between fused and reference kernels stay well below it.
-pub const SATURATION_SHARE: f64 = 0.5;
-
-/// How far ONNX Runtime's integer kernels depart from its own semantics on
-/// a quantized model, next to how far quantization moved the model.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
-pub struct KernelDeparture {
-    /// Relative L2 of the fused kernels (all graph optimizations) against
-    /// reference semantics (none).
-    pub kernels: f64,
-    /// Relative L2 of reference semantics against the float model.
-    pub quantization: f64,
-}
-
-impl KernelDeparture {
-    /// Whether the kernels depart by more than [`SATURATION_SHARE`] of the
-    /// quantization error.
-    pub fn saturates(&self) -> bool {
-        self.kernels > SATURATION_SHARE * self.quantization.max(1e-3)
-    }
-}
-
-/// Each probe sample's outputs.
-pub type ProbeOutputs = Vec<Vec<crate::eval::NamedTensor>>;
-
-/// Measures [`KernelDeparture`] of `quantized` on `probe` against the float
-/// model's outputs in reference semantics: `original` when known, else
-/// `float` runs for them, side by side with the quantized model's two runs.
-/// Returns them too, for the next candidate.
-pub fn kernel_departure(
-    quantized: &Model,
-    float: &Model,
-    original: Option<ProbeOutputs>,
-    path: &Path,
-    probe: &[Vec<crate::eval::NamedTensor>],
-) -> Result<(KernelDeparture, ProbeOutputs), PipelineError> {
-    use crate::onnxruntime::GraphOptimization::{All, None as Reference};
-    let failed = |reason: String| PipelineError::SaturationProbe { path: path.to_path_buf(), reason };
-    let mut runs = vec![(quantized, All), (quantized, Reference)];
-    if original.is_none() {
-        runs.push((float, Reference));
-    }
-    let mut outputs = ort_outputs_side_by_side(&runs, path, probe).map_err(failed)?.into_iter();
-    let (fused, reference) = (outputs.next().unwrap_or_default(), outputs.next().unwrap_or_default());
-    let original = original.or_else(|| outputs.next()).unwrap_or_default();
-    let kernels: Vec<_> = fused.into_iter().zip(reference.iter().cloned()).collect();
-    let quantization: Vec<_> = reference.into_iter().zip(original.iter().cloned()).collect();
-    let departure =
-        KernelDeparture { kernels: runs_relative_l2(&kernels), quantization: runs_relative_l2(&quantization) };
-    Ok((departure, original))
-}
-
-/// Each run's outputs for every sample of `probe` (a model and the level it
-/// runs at in ONNX Runtime), the runs side by side.
-fn ort_outputs_side_by_side(
-    runs: &[(&Model, crate::onnxruntime::GraphOptimization)],
-    path: &Path,
-    probe: &[Vec<crate::eval::NamedTensor>],
-) -> Result<Vec<ProbeOutputs>, String> {
-    crate::parallel::side_by_side(runs, runs.len(), |&(model, level)| ort_outputs(model, path, level, probe))
-        .into_iter()
-        .collect()
-}
-
-/// `model`'s outputs for every sample of `probe`, run in ONNX Runtime at `level`.
-fn ort_outputs(
-    model: &Model,
-    path: &Path,
-    level: crate::onnxruntime::GraphOptimization,
-    probe: &[Vec<crate::eval::NamedTensor>],
-) -> Result<ProbeOutputs, String> {
-    use prost::Message;
-    let proto = ir::export(model.clone()).map_err(|reason| format!("{}: {reason}", path.display()))?;
-    let mut session =
-        crate::onnxruntime::OrtSession::from_bytes(&proto.encode_to_vec(), path, level).map_err(|e| e.to_string())?;
-    probe.iter().map(|sample| session.run(sample).map_err(|e| e.to_string())).collect()
-}
-
 /// Parses `--passes`: `none`, `all`, or a comma-separated list of families.
 pub fn parse_passes(list: &str) -> Result<Vec<String>, PipelineError> {
     match list.trim() {
@@ -366,7 +286,7 @@ pub fn optimize(
         let runs: Vec<_> = std::iter::once((&candidates[0].1, Reference))
             .chain(runnable.iter().map(|&index| (&candidates[index].1, All)))
             .collect();
-        let mut outputs = ort_outputs_side_by_side(&runs, path, probe).map_err(failed)?.into_iter();
+        let mut outputs = crate::onnxruntime::outputs_side_by_side(&runs, path, probe).map_err(failed)?.into_iter();
         let reference = outputs.next().unwrap_or_default();
         for (index, deployed) in runnable.into_iter().zip(outputs) {
             let runs: Vec<_> = deployed.into_iter().zip(reference.iter().cloned()).collect();
@@ -479,22 +399,17 @@ fn optimize_once(
         quantized.layers = LayerForms::of(&optimized);
     }
     if let Some(quantization) = probed {
-        let (signed, original) = kernel_departure(&optimized, &model, None, path, &quantization.probe)?;
-        let mut check = KernelCheck { signed, unsigned: None };
-        if signed.saturates() {
-            let mut unsigned = quantization.clone();
-            unsigned.settings.unsigned_weights = true;
-            unsigned.check_saturation = false;
-            let unsigned_options = egraph::Options { quantization: Some(unsigned), ..options.clone() };
-            let (retried, retried_report) = optimize_once(model.clone(), path, fixed, &unsigned_options)?;
-            // u8 weights cannot saturate but run slower: kept only where they
-            // remove the departure (a model that amplifies every rounding
-            // difference departs as far with either).
-            let (departure, _) = kernel_departure(&retried, &model, Some(original), path, &quantization.probe)?;
+        let failed = |reason| PipelineError::SaturationProbe { path: path.to_path_buf(), reason };
+        let probe = &quantization.probe;
+        let (signed, original) = kernel_check::departure(&optimized, &model, None, path, probe).map_err(failed)?;
+        let saturating = kernel_check::saturating_layers(&optimized, path, probe).map_err(failed)?;
+        let mut check = KernelCheck { signed, saturating, unsigned: None };
+        if !check.saturating.is_empty() {
+            let layers: Vec<String> = check.saturating.iter().map(|s| s.layer.clone()).collect();
+            kernel_check::store_weights_unsigned(&mut optimized, &layers);
+            let (departure, _) =
+                kernel_check::departure(&optimized, &model, Some(original), path, probe).map_err(failed)?;
             check.unsigned = Some(departure);
-            if departure.kernels < SATURATION_SHARE * signed.kernels {
-                return Ok((retried, retried_report.map(|r| with_kernel_check(r, check))));
-            }
         }
         report = with_kernel_check(report, check);
     }

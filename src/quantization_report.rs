@@ -1,9 +1,10 @@
 //! What `--quantize` did, as the optimize report states it: the settings the
-//! model was quantized with (the weight type after the integer-kernel check),
-//! where the activation ranges came from, which layers run on integers, store
-//! integer weights only or stay float, how far ONNX Runtime's integer kernels
-//! departed from its reference semantics on the calibration data, and the
-//! layers whose weight scale was widened so that their int32 bias fits.
+//! model was quantized with, where the activation ranges came from, which
+//! layers run on integers, store integer weights only or stay float, how far
+//! ONNX Runtime's integer kernels departed from its reference semantics on
+//! the calibration data (and which layers store uint8 weights because their
+//! int8 kernels saturate), and the layers whose weight scale was widened so
+//! that their int32 bias fits.
 
 use std::fmt::Write as _;
 
@@ -12,7 +13,7 @@ use serde::Serialize;
 use crate::egraph::quantize::QuantSettings;
 use crate::eval::calibrate::RangeMethod;
 use crate::ir::graph::{Graph, Model, ValueId};
-use crate::pipeline::KernelDeparture;
+use crate::kernel_check::{KernelDeparture, SaturatingLayer};
 
 /// The quantization section of the report.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -55,13 +56,16 @@ pub struct LayerForms {
     pub float: Vec<String>,
 }
 
-/// ONNX Runtime's integer kernels against its reference semantics.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+/// ONNX Runtime's integer kernels against its reference semantics (see
+/// [`crate::kernel_check`]).
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct KernelCheck {
-    /// With signed (int8) weights.
+    /// The whole model as first quantized, with int8 weights.
     pub signed: KernelDeparture,
-    /// With unsigned weights, when the signed ones departed by more than
-    /// [`crate::pipeline::SATURATION_SHARE`] of the quantization error.
+    /// Layers whose fused kernel, run alone, departed by more than one
+    /// level with int8 weights: the written model stores their weights as uint8.
+    pub saturating: Vec<SaturatingLayer>,
+    /// The whole model as written, when some layers' weights became uint8.
     pub unsigned: Option<KernelDeparture>,
 }
 
@@ -148,9 +152,13 @@ impl QuantizationReport {
                 )
             };
             let _ = writeln!(out, "integer kernels, int8 weights: {}", departure(&check.signed));
+            if !check.saturating.is_empty() {
+                let layers: Vec<String> =
+                    check.saturating.iter().map(|s| format!("{} ({:.0} levels)", s.layer, s.levels)).collect();
+                let _ = writeln!(out, "  saturating alone, given uint8 weights: {}", listed(&layers));
+            }
             if let Some(unsigned) = &check.unsigned {
-                let kept = if s.unsigned_weights { "kept" } else { "not kept" };
-                let _ = writeln!(out, "integer kernels, uint8 weights ({kept}): {}", departure(unsigned));
+                let _ = writeln!(out, "integer kernels, as written: {}", departure(unsigned));
             }
         }
         for widened in &self.widened_bias {

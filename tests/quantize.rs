@@ -57,6 +57,25 @@ fn check_qdq_form(out: &Path) -> (usize, usize) {
     (count("QuantizeLinear"), count("DequantizeLinear"))
 }
 
+/// The names of the layers whose weights a DequantizeLinear reads from a
+/// constant of `dtype`.
+fn layers_with_weights_of(out: &Path, dtype: pare::ir::DataType) -> Vec<String> {
+    let model = pare::ir::import(read_model(out).unwrap().model).unwrap();
+    let graph = &model.graph;
+    let weights_of = |node: &pare::ir::Node| {
+        let dequantize = graph.node(graph.producer_node(node.input(1)?)?);
+        (dequantize.op_type == "DequantizeLinear").then_some(())?;
+        graph.constant(dequantize.input(0)?).and_then(pare::ir::tensor::dtype)
+    };
+    graph
+        .nodes
+        .node_weights()
+        .filter(|node| ["Conv", "Gemm", "MatMul"].contains(&node.op_type.as_str()))
+        .filter(|node| weights_of(node) == Some(dtype))
+        .map(|node| node.name.clone())
+        .collect()
+}
+
 /// Whether ONNX Runtime can be loaded (says so when a test is skipped without it).
 fn ort_available() -> bool {
     let available = python().is_some() || std::env::var_os("ORT_DYLIB_PATH").is_some();
@@ -105,16 +124,21 @@ fn a_quantized_residual_block_is_qdq_checked_and_close_in_both_ort_modes() {
     assert_eq!(quantization["layers"]["float"], serde_json::json!([]));
     assert_eq!(quantization["calibration"], serde_json::json!({"source": "random", "samples": 16, "method": "MinMax"}));
     assert_eq!(quantization["widened_bias"], serde_json::json!([]));
-    // The x86-avx2 profile checks the integer kernels; unsigned weights are
-    // kept exactly when the signed ones departed and the unsigned ones did not.
+    // The x86-avx2 profile checks the integer kernels: the layers that
+    // saturate alone store uint8 weights, the others int8, and the whole
+    // model is checked again when some do.
     let check = &quantization["kernel_check"];
-    let departure = |d: &serde_json::Value| (d["kernels"].as_f64().unwrap(), d["quantization"].as_f64().unwrap());
-    let (signed, quantized) = departure(&check["signed"]);
-    let kept_unsigned = quantization["settings"]["unsigned_weights"].as_bool().unwrap();
-    match check["unsigned"].is_null() {
-        true => assert!(signed <= 0.5 * quantized && !kept_unsigned, "{check}"),
-        false => assert_eq!(kept_unsigned, departure(&check["unsigned"]).0 < 0.5 * signed, "{check}"),
-    }
+    let saturating: Vec<&str> =
+        check["saturating"].as_array().unwrap().iter().map(|s| s["layer"].as_str().unwrap()).collect();
+    assert!(saturating.iter().all(|layer| names.contains(layer)), "{check}");
+    assert!(check["saturating"].as_array().unwrap().iter().all(|s| s["levels"].as_f64().unwrap() > 1.0), "{check}");
+    assert_eq!(check["unsigned"].is_null(), saturating.is_empty(), "{check}");
+    let mut unsigned = layers_with_weights_of(&out, pare::ir::DataType::Uint8);
+    unsigned.sort();
+    let mut expected_unsigned = saturating.clone();
+    expected_unsigned.sort();
+    assert_eq!(unsigned, expected_unsigned);
+    assert_eq!(layers_with_weights_of(&out, pare::ir::DataType::Int8).len(), names.len() - saturating.len());
     let (quantize_nodes, dequantize_nodes) = check_qdq_form(&out);
     // Every Conv, Add and the Gemm read quantized inputs: one DQ per weight,
     // bias and integer input; integer layers chain without re-quantizing.

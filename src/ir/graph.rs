@@ -233,6 +233,16 @@ impl Graph {
         found
     }
 
+    /// Every value a node (or its subgraphs) or a graph output reads.
+    pub fn read_values(&self) -> std::collections::HashSet<ValueId> {
+        self.nodes
+            .node_weights()
+            .flat_map(|node| node.inputs.iter().flatten().chain(&node.implicit_inputs))
+            .chain(self.outputs.iter().map(|io| &io.value))
+            .copied()
+            .collect()
+    }
+
     /// Nodes in a topological order that keeps the original order wherever the
     /// edges allow (the order nodes were added in). `Err` names a node on a cycle.
     pub fn topological_order(&self) -> Result<Vec<NodeIndex>, NodeIndex> {

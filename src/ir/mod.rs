@@ -9,10 +9,11 @@ pub mod export;
 pub mod graph;
 pub mod import;
 pub mod infer;
-mod names;
+pub(crate) mod names;
 pub mod opset;
 pub mod qdq;
 pub mod shape;
+pub mod submodel;
 pub mod tensor;
 
 pub use dtype::DataType;
@@ -22,6 +23,7 @@ pub use import::import;
 pub use opset::{upgrade as upgrade_opset, OpsetError, Upgrade};
 pub use qdq::{lower_to_qdq, Lowered, QdqError};
 pub use shape::{tensor_declaration, Dim, Shape};
+pub use submodel::submodel;
 
 /// Why a model cannot be turned into (or out of) the IR.
 #[derive(Debug, thiserror::Error)]

@@ -102,13 +102,7 @@ pub fn lower_to_qdq(model: &mut Model) -> Result<Lowered, QdqError> {
     model.graph.rebuild_edges();
     // Constants only the operator forms read (zero points left at their default) go too.
     let graph = &mut model.graph;
-    let read: HashSet<ValueId> = graph
-        .nodes
-        .node_weights()
-        .flat_map(|node| node.inputs.iter().flatten().chain(&node.implicit_inputs))
-        .chain(graph.outputs.iter().map(|io| &io.value))
-        .copied()
-        .collect();
+    let read = graph.read_values();
     graph.initializers.retain(|id| read.contains(id) || !operands.contains(id));
     Ok(Lowered { nodes: plans.len() })
 }

@@ -1,0 +1,300 @@
+//! ONNX Runtime's fused integer kernels against its own reference semantics
+//! (each QDQ node as written). On x86 without VNNI its u8×s8 kernels add
+//! pairs of 8-bit products in 16 bits, which saturates where two large
+//! inputs meet two large weights of one sign; its u8×u8 kernels widen before
+//! multiplying and cannot saturate, but run slower.
+//!
+//! A quantized model in QDQ form is checked on the calibration probe twice:
+//! as a whole ([`departure`]: how far the fused kernels move the output,
+//! next to how far quantization did), and layer by layer
+//! ([`saturating_layers`]: each layer with int8 weights cut out and run
+//! alone both ways, on the integer input the whole model's reference run fed
+//! it, so a layer's own saturation shows apart from the rounding differences
+//! it inherits). A layer whose fused output departs by more than one
+//! quantization level saturates; [`store_weights_unsigned`] stores its
+//! weights as uint8 with zero point 128 — the same levels, so the same
+//! model — and every other layer keeps the faster int8 kernels.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use petgraph::stable_graph::NodeIndex;
+use serde::Serialize;
+
+use crate::eval::{runs_relative_l2, NamedTensor};
+use crate::ir::{self, tensor, DataType, Graph, GraphIo, Model, ValueId};
+use crate::onnxruntime::{self, GraphOptimization, SampleOutputs};
+
+/// How far ONNX Runtime's integer kernels depart from its own semantics on
+/// a quantized model, next to how far quantization moved the model.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct KernelDeparture {
+    /// Relative L2 of the fused kernels (all graph optimizations) against
+    /// reference semantics (none).
+    pub kernels: f64,
+    /// Relative L2 of reference semantics against the float model.
+    pub quantization: f64,
+}
+
+/// A layer whose fused integer kernel saturates with int8 weights.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SaturatingLayer {
+    /// The layer's node name.
+    pub layer: String,
+    /// The largest departure of its fused output from reference semantics,
+    /// in quantization levels of its output.
+    pub levels: f64,
+}
+
+/// Fused and reference kernels of a layer that does not saturate differ by
+/// at most one level of its output (where they round a tie differently).
+pub const MAX_LEVELS: f64 = 1.0;
+
+/// Weighted operators whose QDQ form runtimes fuse into integer kernels.
+const LAYER_OPERATORS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
+
+/// Measures [`KernelDeparture`] of `quantized` on `probe` against the float
+/// model's outputs in reference semantics: `original` when known, else
+/// `float` runs for them, side by side with the quantized model's two runs.
+/// Returns them too, for the next check.
+pub fn departure(
+    quantized: &Model,
+    float: &Model,
+    original: Option<SampleOutputs>,
+    path: &Path,
+    probe: &[Vec<NamedTensor>],
+) -> Result<(KernelDeparture, SampleOutputs), String> {
+    let mut runs = vec![(quantized, GraphOptimization::All), (quantized, GraphOptimization::None)];
+    if original.is_none() {
+        runs.push((float, GraphOptimization::None));
+    }
+    let mut outputs = onnxruntime::outputs_side_by_side(&runs, path, probe)?.into_iter();
+    let (fused, reference) = (outputs.next().unwrap_or_default(), outputs.next().unwrap_or_default());
+    let original = original.or_else(|| outputs.next()).unwrap_or_default();
+    let kernels: Vec<_> = fused.into_iter().zip(reference.iter().cloned()).collect();
+    let quantization: Vec<_> = reference.into_iter().zip(original.iter().cloned()).collect();
+    let departure =
+        KernelDeparture { kernels: runs_relative_l2(&kernels), quantization: runs_relative_l2(&quantization) };
+    Ok((departure, original))
+}
+
+/// A layer of a QDQ model with int8 weights, as the check cuts it out.
+struct IntegerLayer {
+    name: String,
+    /// The integer tensor its input DequantizeLinear reads.
+    input: ValueId,
+    /// Its QuantizeLinear's integer output, or its float output when no
+    /// QuantizeLinear alone reads it (a Gemm whose integer kernel returns float).
+    output: ValueId,
+}
+
+/// The layers of `model` (QDQ form) whose fused kernels saturate on `probe`,
+/// in node order, each with its departure in levels.
+pub fn saturating_layers(
+    model: &Model,
+    path: &Path,
+    probe: &[Vec<NamedTensor>],
+) -> Result<Vec<SaturatingLayer>, String> {
+    let layers = layers_with_int8_weights(&model.graph);
+    if layers.is_empty() || probe.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One reference run of the whole model gives every layer's integer input.
+    let mut tapped = model.clone();
+    let mut tapped_values = HashSet::new();
+    for layer in &layers {
+        let value = model.graph.value(layer.input);
+        if tapped_values.insert(layer.input) {
+            let dtype =
+                value.dtype.ok_or_else(|| format!("{}: '{}' has no element type", path.display(), value.name))?;
+            let declared = ir::tensor_declaration(&value.name, dtype, value.shape.as_ref());
+            tapped.graph.outputs.push(GraphIo { value: layer.input, declared });
+        }
+    }
+    let taps = onnxruntime::outputs(&tapped, path, GraphOptimization::None, probe)?;
+    drop(tapped);
+    let departures = crate::parallel::side_by_side(&layers, layers.len(), |layer| {
+        let name = &model.graph.value(layer.input).name;
+        let feeds: Vec<Vec<NamedTensor>> =
+            taps.iter().map(|sample| sample.iter().filter(|t| &t.name == name).take(1).cloned().collect()).collect();
+        layer_departure(model, layer, path, &feeds)
+    });
+    let mut saturating = Vec::new();
+    for (layer, levels) in layers.iter().zip(departures) {
+        let levels = levels?;
+        if levels > MAX_LEVELS {
+            saturating.push(SaturatingLayer { layer: layer.name.clone(), levels });
+        }
+    }
+    Ok(saturating)
+}
+
+/// How many output levels the layer's fused kernel departs from reference
+/// semantics at most, run alone on `feeds` (0 when it cannot be cut out).
+fn layer_departure(
+    model: &Model,
+    layer: &IntegerLayer,
+    path: &Path,
+    feeds: &[Vec<NamedTensor>],
+) -> Result<f64, String> {
+    let Some(part) = ir::submodel(model, &[layer.input], &[layer.output]) else { return Ok(0.0) };
+    let label = path.join(&layer.name);
+    let fused = onnxruntime::outputs(&part, &label, GraphOptimization::All, feeds)?;
+    let reference = onnxruntime::outputs(&part, &label, GraphOptimization::None, feeds)?;
+    let integer_output = model.graph.value(layer.output).dtype.is_some_and(|d| d != DataType::Float);
+    let mut levels: f64 = 0.0;
+    for (fused, reference) in fused.iter().flatten().zip(reference.iter().flatten()) {
+        let (Some(fused), Some(reference)) = (fused.tensor.to_f64(), reference.tensor.to_f64()) else { continue };
+        // A float output is measured in levels of 8 bits over its range.
+        let level = if integer_output {
+            1.0
+        } else {
+            let (low, high) = reference.iter().fold((0.0f64, 0.0f64), |(l, h), &v| (l.min(v), h.max(v)));
+            ((high - low) / 255.0).max(f64::MIN_POSITIVE)
+        };
+        let largest = fused.iter().zip(&reference).map(|(f, r)| (f - r).abs()).fold(0.0, f64::max);
+        levels = levels.max(largest / level);
+    }
+    Ok(levels)
+}
+
+/// Every weighted layer of a QDQ model whose input is dequantized from an
+/// integer activation and whose weights are int8 constants.
+fn layers_with_int8_weights(graph: &Graph) -> Vec<IntegerLayer> {
+    graph
+        .nodes
+        .node_indices()
+        .filter_map(|index| {
+            let node = graph.node(index);
+            if !node.domain.is_empty() || !LAYER_OPERATORS.contains(&node.op_type.as_str()) {
+                return None;
+            }
+            let input = dequantized_operand(graph, node.input(0)?).filter(|&x| graph.constant(x).is_none())?;
+            let weights = dequantized_operand(graph, node.input(1)?)?;
+            (graph.constant(weights).and_then(tensor::dtype) == Some(DataType::Int8)).then_some(())?;
+            let output = node.output(0)?;
+            let requantized = match graph.consumers(output)[..] {
+                [reader] if graph.node(reader).op_type == "QuantizeLinear" => graph.node(reader).output(0),
+                _ => None,
+            };
+            Some(IntegerLayer { name: node.name.clone(), input, output: requantized.unwrap_or(output) })
+        })
+        .collect()
+}
+
+/// The tensor a DequantizeLinear producing `value` reads.
+fn dequantized_operand(graph: &Graph, value: ValueId) -> Option<ValueId> {
+    let node = graph.node(graph.producer_node(value)?);
+    (node.op_type == "DequantizeLinear" && node.domain.is_empty()).then(|| node.input(0)).flatten()
+}
+
+/// Stores the int8 weights and zero points of the named layers as uint8
+/// shifted by 128: their DequantizeLinear gives the same values, and
+/// runtimes fuse each into a u8×u8 kernel. Constants no node reads any more
+/// are dropped. Returns the layers changed (a layer whose weights are not
+/// int8 with an explicit zero point is left alone).
+pub fn store_weights_unsigned(model: &mut Model, layers: &[String]) -> Vec<String> {
+    let mut names = ir::names::Names::of_model(model);
+    let graph = &mut model.graph;
+    let mut dequantizers: Vec<(String, NodeIndex)> = Vec::new();
+    for node in graph.nodes.node_weights().filter(|node| layers.contains(&node.name)) {
+        let Some(dequantize) = node.input(1).and_then(|w| graph.producer_node(w)) else { continue };
+        let reads_int8 = |slot: usize| {
+            let dq = graph.node(dequantize);
+            dq.op_type == "DequantizeLinear"
+                && dq.input(slot).and_then(|v| graph.constant(v)).and_then(tensor::dtype) == Some(DataType::Int8)
+        };
+        if reads_int8(0) && reads_int8(2) {
+            dequantizers.push((node.name.clone(), dequantize));
+        }
+    }
+    let mut changed = Vec::new();
+    let mut shifted: HashMap<ValueId, ValueId> = HashMap::new();
+    for (layer, dequantize) in dequantizers {
+        for slot in [0, 2] {
+            let Some(signed) = graph.node(dequantize).input(slot) else { continue };
+            let unsigned = match shifted.get(&signed) {
+                Some(&unsigned) => unsigned,
+                None => {
+                    let Some(tensor) = graph.constant(signed) else { continue };
+                    let Some(raw) = tensor::raw_bytes(tensor) else { continue };
+                    // Two's complement int8 plus 128 is the byte with its top bit flipped.
+                    let raw: Vec<u8> = raw.iter().map(|byte| byte ^ 0x80).collect();
+                    let dims = tensor.dims.clone();
+                    let name = names.value(&format!("{}_u8", graph.value(signed).name));
+                    let unsigned =
+                        graph.add_initializer(name.clone(), tensor::from_raw(&name, DataType::Uint8, &dims, raw));
+                    shifted.insert(signed, unsigned);
+                    unsigned
+                }
+            };
+            graph.nodes[dequantize].inputs[slot] = Some(unsigned);
+        }
+        changed.push(layer);
+    }
+    graph.rebuild_edges();
+    let read = graph.read_values();
+    graph.initializers.retain(|id| read.contains(id) || !shifted.contains_key(id));
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::read_test_data_set;
+
+    /// quantize_static's output for a small CNN whose int8 kernels saturate
+    /// on x86 without VNNI, and its input.
+    fn saturation_model() -> (std::path::PathBuf, Model, Vec<NamedTensor>) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join("qdq_saturation");
+        let path = dir.join("model.onnx");
+        let model = crate::pipeline::load(&path, &[]).unwrap().model;
+        (path, model, read_test_data_set(&dir.join("test_data_set_0")).unwrap().inputs)
+    }
+
+    fn largest_difference(a: &SampleOutputs, b: &SampleOutputs) -> f64 {
+        let values = |runs: &SampleOutputs| -> Vec<f64> {
+            runs.iter().flatten().flat_map(|t| t.tensor.to_f64().unwrap()).collect()
+        };
+        values(a).iter().zip(values(b)).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn uint8_weights_give_the_same_model_in_reference_semantics() {
+        let (path, mut model, input) = saturation_model();
+        let probe = vec![input];
+        let layers: Vec<String> = layers_with_int8_weights(&model.graph).into_iter().map(|l| l.name).collect();
+        assert_eq!(layers.len(), 3, "two convs and the Gemm");
+        let initializers = model.graph.initializers.len();
+        let before = onnxruntime::outputs(&model, &path, GraphOptimization::None, &probe).unwrap();
+        assert_eq!(store_weights_unsigned(&mut model, &layers), layers);
+        assert!(layers_with_int8_weights(&model.graph).is_empty());
+        assert_eq!(model.graph.initializers.len(), initializers, "each int8 constant replaced by one uint8");
+        let after = onnxruntime::outputs(&model, &path, GraphOptimization::None, &probe).unwrap();
+        assert_eq!(largest_difference(&before, &after), 0.0);
+    }
+
+    #[test]
+    fn a_layer_that_saturates_alone_is_found_and_uint8_weights_end_it() {
+        let (path, mut model, input) = saturation_model();
+        let probe = vec![input];
+        let saturating = saturating_layers(&model, &path, &probe).unwrap();
+        if crate::onnxruntime::cpu_has_vnni() {
+            assert!(saturating.is_empty(), "VNNI int8 kernels cannot saturate: {saturating:?}");
+            return;
+        }
+        assert!(!saturating.is_empty() && saturating.iter().all(|s| s.levels > MAX_LEVELS), "{saturating:?}");
+        let gap = |model: &Model| {
+            let fused = onnxruntime::outputs(model, &path, GraphOptimization::All, &probe).unwrap();
+            let reference = onnxruntime::outputs(model, &path, GraphOptimization::None, &probe).unwrap();
+            largest_difference(&fused, &reference)
+        };
+        let signed_gap = gap(&model);
+        let layers: Vec<String> = saturating.iter().map(|s| s.layer.clone()).collect();
+        store_weights_unsigned(&mut model, &layers);
+        assert!(saturating_layers(&model, &path, &probe).unwrap().is_empty());
+        let unsigned_gap = gap(&model);
+        eprintln!("fused vs reference: int8 weights {signed_gap:.4}, saturating layers uint8 {unsigned_gap:.4}");
+        assert!(unsigned_gap < 0.25 * signed_gap, "{unsigned_gap} vs {signed_gap}");
+    }
+}
