@@ -27,7 +27,11 @@ near the top logit, so the logits say more about the quantization itself.
 
 Exit status 1 when an acceptance line of issue 5 fails: pare all larger than 0.27x fp32,
 pare auto slower than fp32, pare all or auto with a larger deployed error than
-quantize_static's, a checker failure, or ORT all/none disagreeing by more than 2% relative L2.
+quantize_static's, a checker failure, or ORT all/none disagreeing by more than the relative L2
+pare declares for `--quantize` (0.1; the issue asks all and none to agree within the declared
+tolerance). On these random-weight models that disagreement is mostly rounding: a tie the
+fused kernel rounds the other way flips one level, and each later layer amplifies it, so it
+does not vanish with any weight type (see the README's integer-kernel check).
 """
 
 import argparse
@@ -53,7 +57,7 @@ MODELS = ("resnet50", "densenet121", "shufflenet", "squeezenet", "inception_v2",
 CALIBRATION_SAMPLES = 32
 HELD_OUT_SAMPLES = 32
 MAX_SIZE_RATIO = 0.27
-MAX_ORT_DISAGREEMENT = 0.02
+MAX_ORT_DISAGREEMENT = 0.1
 
 
 def zoo_input(name):

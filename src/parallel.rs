@@ -1,9 +1,9 @@
 //! Independent pieces of work run side by side, one thread per core. ONNX
 //! Runtime sessions run on one intra-op thread each (repeatable timings), so
 //! pare gets its parallelism by running several sessions at once: the
-//! single-layer variants of sensitivity measurement, and the float,
-//! fused-kernel and reference-semantics runs of the saturation probe and of
-//! `--quantize auto`'s candidate check. Calibration runs its samples through
+//! single-layer variants of sensitivity measurement, the float, fused-kernel
+//! and reference-semantics runs of the integer-kernel check (and its layers
+//! run alone) and of `--quantize auto`'s candidate check. Calibration runs its samples through
 //! the embedded evaluator the same way, a round of one per core at a time.
 
 /// `work` applied to every item, the items shared out among one thread per

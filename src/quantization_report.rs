@@ -62,8 +62,9 @@ pub struct LayerForms {
 pub struct KernelCheck {
     /// The whole model as first quantized, with int8 weights.
     pub signed: KernelDeparture,
-    /// Layers whose fused kernel, run alone, departed by more than one
-    /// level with int8 weights: the written model stores their weights as uint8.
+    /// Layers whose fused kernel, run alone with int8 weights, saturated
+    /// (see [`crate::kernel_check::NOISE_POWER_SHARE`]): the written model
+    /// stores their weights as uint8.
     pub saturating: Vec<SaturatingLayer>,
     /// The whole model as written, when some layers' weights became uint8.
     pub unsigned: Option<KernelDeparture>,
@@ -153,8 +154,11 @@ impl QuantizationReport {
             };
             let _ = writeln!(out, "integer kernels, int8 weights: {}", departure(&check.signed));
             if !check.saturating.is_empty() {
-                let layers: Vec<String> =
-                    check.saturating.iter().map(|s| format!("{} ({:.0} levels)", s.layer, s.levels)).collect();
+                let layers: Vec<String> = check
+                    .saturating
+                    .iter()
+                    .map(|s| format!("{} (up to {:.0} levels, {:.2} RMS)", s.layer, s.levels, s.rms_levels))
+                    .collect();
                 let _ = writeln!(out, "  saturating alone, given uint8 weights: {}", listed(&layers));
             }
             if let Some(unsigned) = &check.unsigned {

@@ -94,8 +94,8 @@ pub struct Quantization {
     /// and to probe the quantized model's integer kernels.
     pub probe: Vec<Vec<crate::eval::NamedTensor>>,
     /// Check on `probe` that ONNX Runtime's integer kernels agree with its
-    /// reference semantics; where signed weights make them saturate, the
-    /// model is quantized again with unsigned weights.
+    /// reference semantics; layers whose int8 kernels saturate store uint8
+    /// weights (see [`crate::kernel_check`]).
     pub check_saturation: bool,
     /// Measured sensitivity of the output to each layer quantized alone, by
     /// the layer's output value name (filled by [`sensitivity::measure`]
