@@ -115,7 +115,7 @@ pub fn saturating_layers(
     }
     // One reference run of the whole model gives every layer's integer input.
     let mut tapped = model.clone();
-    let mut tapped_values = HashSet::new();
+    let mut tapped_values: HashSet<ValueId> = model.graph.outputs.iter().map(|io| io.value).collect();
     for layer in &layers {
         let value = model.graph.value(layer.input);
         if tapped_values.insert(layer.input) {

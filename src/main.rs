@@ -102,9 +102,10 @@ struct OptimizeArgs {
     /// Weight storage: s8 (int8), s8-7bit (int8 limited to ±63, so kernels
     /// that add product pairs in int16 cannot saturate), u8 (uint8 around
     /// zero point 128: 8 bits, and u8×u8 kernels do not saturate), or auto
-    /// (u8 on devices whose profile says int8 pairs saturate, such as
-    /// x86-avx2; s8 elsewhere). With --quantize weights also s4 (int4) and
-    /// u4 (uint4 around 8), opset 21.
+    /// (s8; on devices whose profile says int8 pairs saturate, such as
+    /// x86-avx2, each layer whose int8 kernel saturates in ONNX Runtime on
+    /// the calibration data stores u8). With --quantize weights also s4
+    /// (int4) and u4 (uint4 around 8), opset 21.
     #[arg(long, value_enum, default_value = "auto")]
     weights: WeightsArg,
     /// With --quantize weights: one weight scale per block of this many
@@ -526,7 +527,7 @@ fn quantization(
         Default::default()
     };
     // Signed weights where the runtime's kernels agree with its reference
-    // semantics on the calibration data; unsigned where they saturate.
+    // semantics on the calibration data; unsigned in the layers that saturate.
     let check_saturation = args.weights == WeightsArg::Auto && profile.int8_pairs_saturate;
     Ok(pare::egraph::Quantization {
         settings,
