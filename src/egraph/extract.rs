@@ -124,7 +124,9 @@ impl NodeCosts {
 }
 
 /// Operators whose latency is measured when a latency table is given: the
-/// layers quantization chooses between and the conversions around them.
+/// layers quantization chooses between, the conversions around them, and
+/// MaxPool, whose integer form ONNX Runtime runs slowly outside integer
+/// chains.
 pub const MEASURED_OPERATORS: &[&str] = &[
     "Conv",
     "QLinearConv",
@@ -136,6 +138,7 @@ pub const MEASURED_OPERATORS: &[&str] = &[
     "com.microsoft::QLinearAdd",
     "QuantizeLinear",
     "DequantizeLinear",
+    "MaxPool",
 ];
 
 /// The latency of an operator node measured alone in ONNX Runtime, when

@@ -312,8 +312,10 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
     };
     let mut costs = extract::NodeCosts::new(&built.egraph, &options.profile, options.objective, table.as_mut());
     if force {
-        costs.prefer(|_, node| {
-            quantize::is_quantized_alternative(&built.egraph, node) && !quantize::is_rounding_only(&built.egraph, node)
+        costs.prefer(|class, node| {
+            let egraph = &built.egraph;
+            (quantize::is_quantized_alternative(egraph, node) && !quantize::is_rounding_only(egraph, node))
+                || quantize::is_integer_max_pool(egraph, class, node)
         });
     }
     let budget = if force { f64::INFINITY } else { options.budget };
