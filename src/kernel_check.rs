@@ -4,17 +4,17 @@
 //! inputs meet two large weights of one sign; its u8×u8 kernels widen before
 //! multiplying and cannot saturate, but run slower.
 //!
-//! A quantized model in QDQ form is checked on the calibration probe twice:
-//! as a whole ([`departure`]: how far the fused kernels move the output,
-//! next to how far quantization did), and layer by layer
-//! ([`saturating_layers`]: each layer with int8 weights cut out and run
-//! alone both ways, on the integer input the whole model's reference run fed
-//! it, so a layer's own saturation shows apart from the rounding differences
-//! it inherits). A layer whose fused output departs by more than a tenth of
-//! the noise power its output rounding adds saturates (see
-//! [`NOISE_POWER_SHARE`]); [`store_weights_unsigned`] stores its
-//! weights as uint8 with zero point 128 — the same levels, so the same
-//! model — and every other layer keeps the faster int8 kernels.
+//! A quantized model in QDQ form is checked on the calibration probe
+//! ([`check`]) twice: as a whole (how far the fused kernels move the
+//! output, next to how far quantization did), and layer by layer (each
+//! layer with int8 weights cut out and run alone both ways, on the integer
+//! input the whole model's reference run fed it, so a layer's own
+//! saturation shows apart from the rounding differences it inherits). A
+//! layer whose fused output departs by more than a tenth of the noise power
+//! its output rounding adds saturates (see [`NOISE_POWER_SHARE`]);
+//! [`store_weights_unsigned`] stores its weights as uint8 with zero point
+//! 128 — the same levels, so the same model — and every other layer keeps
+//! the faster int8 kernels; [`departure`] checks the model again.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -67,29 +67,68 @@ impl SaturatingLayer {
 /// Weighted operators whose QDQ form runtimes fuse into integer kernels.
 const LAYER_OPERATORS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
 
-/// Measures [`KernelDeparture`] of `quantized` on `probe` against the float
-/// model's outputs in reference semantics: `original` when known, else
-/// `float` runs for them, side by side with the quantized model's two runs.
-/// Returns them too, for the next check.
+/// [`KernelDeparture`] of `quantized` on `probe`, its fused and reference
+/// runs side by side, against `original` (the float model's outputs in
+/// reference semantics).
 pub fn departure(
     quantized: &Model,
-    float: &Model,
-    original: Option<SampleOutputs>,
+    original: &SampleOutputs,
     path: &Path,
     probe: &[Vec<NamedTensor>],
-) -> Result<(KernelDeparture, SampleOutputs), String> {
-    let mut runs = vec![(quantized, GraphOptimization::All), (quantized, GraphOptimization::None)];
-    if original.is_none() {
-        runs.push((float, GraphOptimization::None));
-    }
+) -> Result<KernelDeparture, String> {
+    let runs = [(quantized, GraphOptimization::All), (quantized, GraphOptimization::None)];
     let mut outputs = onnxruntime::outputs_side_by_side(&runs, path, probe)?.into_iter();
     let (fused, reference) = (outputs.next().unwrap_or_default(), outputs.next().unwrap_or_default());
-    let original = original.or_else(|| outputs.next()).unwrap_or_default();
+    Ok(compared(fused, reference, original))
+}
+
+/// How far `fused` departs from `reference`, and `reference` from `original`.
+fn compared(fused: SampleOutputs, reference: SampleOutputs, original: &SampleOutputs) -> KernelDeparture {
     let kernels: Vec<_> = fused.into_iter().zip(reference.iter().cloned()).collect();
     let quantization: Vec<_> = reference.into_iter().zip(original.iter().cloned()).collect();
-    let departure =
-        KernelDeparture { kernels: runs_relative_l2(&kernels), quantization: runs_relative_l2(&quantization) };
-    Ok((departure, original))
+    KernelDeparture { kernels: runs_relative_l2(&kernels), quantization: runs_relative_l2(&quantization) }
+}
+
+/// What the check finds on a model as first quantized.
+pub struct Checked {
+    /// The whole model's departure.
+    pub departure: KernelDeparture,
+    /// Its layers whose fused kernels saturate, in node order.
+    pub saturating: Vec<SaturatingLayer>,
+    /// The float model's outputs on the probe (reference semantics), for
+    /// checking the model again once its saturating layers changed.
+    pub original: SampleOutputs,
+}
+
+/// Checks `quantized` (QDQ form) on `probe` against `float`, as a whole and
+/// layer by layer. Its reference run, side by side with its fused run and
+/// the float model's, also records every int8 layer's integer input, on
+/// which each layer then runs alone.
+pub fn check(quantized: &Model, float: &Model, path: &Path, probe: &[Vec<NamedTensor>]) -> Result<Checked, String> {
+    let layers = layers_with_int8_weights(&quantized.graph);
+    let mut tapped = quantized.clone();
+    let mut tapped_values: HashSet<ValueId> = quantized.graph.outputs.iter().map(|io| io.value).collect();
+    for layer in &layers {
+        let value = quantized.graph.value(layer.input);
+        if tapped_values.insert(layer.input) {
+            let dtype =
+                value.dtype.ok_or_else(|| format!("{}: '{}' has no element type", path.display(), value.name))?;
+            let declared = ir::tensor_declaration(&value.name, dtype, value.shape.as_ref());
+            tapped.graph.outputs.push(GraphIo { value: layer.input, declared });
+        }
+    }
+    let runs =
+        [(quantized, GraphOptimization::All), (&tapped, GraphOptimization::None), (float, GraphOptimization::None)];
+    let mut outputs = onnxruntime::outputs_side_by_side(&runs, path, probe)?.into_iter();
+    let (fused, mut reference) = (outputs.next().unwrap_or_default(), outputs.next().unwrap_or_default());
+    let original = outputs.next().unwrap_or_default();
+    drop(tapped);
+    // The tapped outputs follow the model's own, in each sample.
+    let own = quantized.graph.outputs.len();
+    let taps: SampleOutputs = reference.iter_mut().map(|sample| sample.split_off(own.min(sample.len()))).collect();
+    let departure = compared(fused, reference, &original);
+    let saturating = saturating_layers(quantized, &layers, &taps, path)?;
+    Ok(Checked { departure, saturating, original })
 }
 
 /// A layer of a QDQ model with int8 weights, as the check cuts it out.
@@ -102,32 +141,15 @@ struct IntegerLayer {
     output: ValueId,
 }
 
-/// The layers of `model` (QDQ form) whose fused kernels saturate on `probe`,
-/// in node order, each with its departure.
-pub fn saturating_layers(
+/// Those of `layers` whose fused kernels saturate, each run alone on its
+/// input as `taps` (each probe sample's tapped values, by name) hold it.
+fn saturating_layers(
     model: &Model,
+    layers: &[IntegerLayer],
+    taps: &SampleOutputs,
     path: &Path,
-    probe: &[Vec<NamedTensor>],
 ) -> Result<Vec<SaturatingLayer>, String> {
-    let layers = layers_with_int8_weights(&model.graph);
-    if layers.is_empty() || probe.is_empty() {
-        return Ok(Vec::new());
-    }
-    // One reference run of the whole model gives every layer's integer input.
-    let mut tapped = model.clone();
-    let mut tapped_values: HashSet<ValueId> = model.graph.outputs.iter().map(|io| io.value).collect();
-    for layer in &layers {
-        let value = model.graph.value(layer.input);
-        if tapped_values.insert(layer.input) {
-            let dtype =
-                value.dtype.ok_or_else(|| format!("{}: '{}' has no element type", path.display(), value.name))?;
-            let declared = ir::tensor_declaration(&value.name, dtype, value.shape.as_ref());
-            tapped.graph.outputs.push(GraphIo { value: layer.input, declared });
-        }
-    }
-    let taps = onnxruntime::outputs(&tapped, path, GraphOptimization::None, probe)?;
-    drop(tapped);
-    let departures = crate::parallel::side_by_side(&layers, layers.len(), |layer| {
+    let departures = crate::parallel::side_by_side(layers, layers.len(), |layer| {
         let name = &model.graph.value(layer.input).name;
         let feeds: Vec<Vec<NamedTensor>> =
             taps.iter().map(|sample| sample.iter().filter(|t| &t.name == name).take(1).cloned().collect()).collect();
@@ -300,7 +322,8 @@ mod tests {
     fn a_layer_that_saturates_alone_is_found_and_uint8_weights_end_it() {
         let (path, mut model, input) = saturation_model();
         let probe = vec![input];
-        let saturating = saturating_layers(&model, &path, &probe).unwrap();
+        let float = crate::pipeline::load(&path.parent().unwrap().join("fp32/model.onnx"), &[]).unwrap().model;
+        let saturating = check(&model, &float, &path, &probe).unwrap().saturating;
         if crate::onnxruntime::cpu_has_vnni() {
             assert!(saturating.is_empty(), "VNNI int8 kernels cannot saturate: {saturating:?}");
             return;
@@ -314,7 +337,7 @@ mod tests {
         let signed_gap = gap(&model);
         let layers: Vec<String> = saturating.iter().map(|s| s.layer.clone()).collect();
         store_weights_unsigned(&mut model, &layers);
-        assert!(saturating_layers(&model, &path, &probe).unwrap().is_empty());
+        assert!(check(&model, &float, &path, &probe).unwrap().saturating.is_empty());
         let unsigned_gap = gap(&model);
         eprintln!("fused vs reference: int8 weights {signed_gap:.4}, saturating layers uint8 {unsigned_gap:.4}");
         assert!(unsigned_gap < 0.25 * signed_gap, "{unsigned_gap} vs {signed_gap}");

@@ -401,14 +401,12 @@ fn optimize_once(
     if let Some(quantization) = probed {
         let failed = |reason| PipelineError::SaturationProbe { path: path.to_path_buf(), reason };
         let probe = &quantization.probe;
-        let (signed, original) = kernel_check::departure(&optimized, &model, None, path, probe).map_err(failed)?;
-        let saturating = kernel_check::saturating_layers(&optimized, path, probe).map_err(failed)?;
-        let mut check = KernelCheck { signed, saturating, unsigned: None };
+        let checked = kernel_check::check(&optimized, &model, path, probe).map_err(failed)?;
+        let mut check = KernelCheck { signed: checked.departure, saturating: checked.saturating, unsigned: None };
         if !check.saturating.is_empty() {
             let layers: Vec<String> = check.saturating.iter().map(|s| s.layer.clone()).collect();
             kernel_check::store_weights_unsigned(&mut optimized, &layers);
-            let (departure, _) =
-                kernel_check::departure(&optimized, &model, Some(original), path, probe).map_err(failed)?;
+            let departure = kernel_check::departure(&optimized, &checked.original, path, probe).map_err(failed)?;
             check.unsigned = Some(departure);
         }
         report = with_kernel_check(report, check);
