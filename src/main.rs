@@ -112,6 +112,12 @@ struct OptimizeArgs {
     /// elements along the input axis (opset 21) instead of per channel.
     #[arg(long, value_name = "N")]
     block_size: Option<usize>,
+    /// Keep each quantized Conv's and Gemm's bias as it was. By default,
+    /// with --calib, the bias takes back the mean shift that rounding the
+    /// layer's weights causes on the calibration data (bias correction;
+    /// also with --quantize weights).
+    #[arg(long)]
+    no_bias_correction: bool,
     /// Saturation limits: iterations, e-nodes, seconds.
     #[arg(long, default_value_t = 30)]
     iter_limit: usize,
@@ -463,7 +469,8 @@ const DEFAULT_QUANTIZED_BUDGET: f64 = 0.05;
 /// The relative L2 error any `--quantize` mode verifies against when no tolerance is given.
 const DEFAULT_QUANTIZED_REL_L2: f64 = 0.1;
 
-/// Calibrates the model (unless only weights are quantized) and gathers the settings.
+/// Calibrates the model (for weight-only quantization only on --calib data, for
+/// bias correction) and gathers the settings.
 fn quantization(
     args: &OptimizeArgs,
     mode: QuantizeArg,
@@ -485,6 +492,8 @@ fn quantization(
         unsigned_weights: matches!(args.weights, WeightsArg::U8 | WeightsArg::U4),
         weight_bits: if matches!(args.weights, WeightsArg::S4 | WeightsArg::U4) { 4 } else { 8 },
         block_size: args.block_size,
+        // Means of random inputs say nothing of real data's.
+        bias_correction: !args.no_bias_correction && args.calib.is_some(),
     };
     if settings.mode == QuantMode::Static && (settings.weight_bits == 4 || settings.block_size.is_some()) {
         // No integer kernel takes 4-bit or block-scaled weights with quantized activations.
@@ -493,38 +502,46 @@ fn quantization(
     if args.block_size.is_some_and(|b| b < 2) {
         anyhow::bail!("--block-size must be at least 2");
     }
-    let (ranges, probe, calibration) = if settings.mode == QuantMode::Static {
-        if !(args.percentile > 0.0 && args.percentile <= 100.0) {
-            anyhow::bail!("--percentile must be in (0, 100], not {}", args.percentile);
+    if !(args.percentile > 0.0 && args.percentile <= 100.0) {
+        anyhow::bail!("--percentile must be in (0, 100], not {}", args.percentile);
+    }
+    let method = match args.calib_method {
+        CalibMethodArg::Minmax => RangeMethod::MinMax,
+        CalibMethodArg::Percentile => RangeMethod::Percentile(args.percentile),
+        CalibMethodArg::Entropy => RangeMethod::Entropy,
+    };
+    let source = match &args.calib {
+        Some(dir) => Some(pipeline::CalibrationSource::Folder(dir.clone())),
+        None if settings.mode == QuantMode::Static => {
+            eprintln!(
+                "pare: warning: no --calib DIR given; calibrating on {} seeded random inputs, \
+                 so activation ranges (and accuracy) will not match real data",
+                args.calib_samples
+            );
+            Some(pipeline::CalibrationSource::Random { count: args.calib_samples, seed: args.seed })
         }
-        let method = match args.calib_method {
-            CalibMethodArg::Minmax => RangeMethod::MinMax,
-            CalibMethodArg::Percentile => RangeMethod::Percentile(args.percentile),
-            CalibMethodArg::Entropy => RangeMethod::Entropy,
-        };
-        let source = match &args.calib {
-            Some(dir) => pipeline::CalibrationSource::Folder(dir.clone()),
-            None => {
-                eprintln!(
-                    "pare: warning: no --calib DIR given; calibrating on {} seeded random inputs, \
-                     so activation ranges (and accuracy) will not match real data",
-                    args.calib_samples
-                );
-                pipeline::CalibrationSource::Random { count: args.calib_samples, seed: args.seed }
-            }
-        };
-        let calibrated = pipeline::calibrate(model, &args.input, fixed, &source, method)?;
-        let summary = pare::quantization_report::CalibrationSummary {
-            source: args
-                .calib
-                .as_ref()
-                .map_or_else(|| pare::quantization_report::RANDOM_SOURCE.into(), |dir| dir.display().to_string()),
-            samples: calibrated.calibration.samples,
-            method,
-        };
-        (calibrated.calibration.ranges, calibrated.probe, Some(summary))
-    } else {
-        Default::default()
+        // Weight-only quantization needs no ranges, and without data no means.
+        None => None,
+    };
+    let calibrated = match source {
+        Some(source) => {
+            Some(pipeline::calibrate(model, &args.input, fixed, &source, method, settings.bias_correction)?)
+        }
+        None => None,
+    };
+    let (ranges, means, probe, calibration) = match calibrated {
+        Some(calibrated) => {
+            let summary = pare::quantization_report::CalibrationSummary {
+                source: args
+                    .calib
+                    .as_ref()
+                    .map_or_else(|| pare::quantization_report::RANDOM_SOURCE.into(), |dir| dir.display().to_string()),
+                samples: calibrated.calibration.samples,
+                method,
+            };
+            (calibrated.calibration.ranges, calibrated.calibration.means, calibrated.probe, Some(summary))
+        }
+        None => Default::default(),
     };
     // Signed weights where the runtime's kernels agree with its reference
     // semantics on the calibration data; unsigned in the layers that saturate.
@@ -532,6 +549,7 @@ fn quantization(
     Ok(pare::egraph::Quantization {
         settings,
         ranges,
+        means,
         force: mode != QuantizeArg::Auto,
         measure: args.cost_model == CostModelArg::Measured,
         probe,

@@ -93,13 +93,15 @@ const PROBE_SAMPLES: usize = 4;
 
 /// Runs the calibration samples through the embedded evaluator once,
 /// capturing the float values quantization may need ([`needs_range`]), and
-/// returns their ranges.
+/// returns their ranges; with `means`, also the mean inputs of the layers
+/// bias correction applies to ([`corrected_layer_inputs`]).
 pub fn calibrate(
     model: &Model,
     path: &Path,
     fixed: &[(String, Vec<i64>)],
     source: &CalibrationSource,
     method: RangeMethod,
+    means: bool,
 ) -> Result<Calibrated, PipelineError> {
     let failed = |reason: String| PipelineError::Calibration { path: path.to_path_buf(), reason };
     let needed = needs_range(model);
@@ -132,8 +134,23 @@ pub fn calibrate(
         return Err(failed("no calibration samples".into()));
     }
     let probe = inputs.iter().take(PROBE_SAMPLES).cloned().collect();
-    let calibration = calibrate::calibrate(&evaluator, inputs, method).map_err(|e| failed(e.to_string()))?;
+    let mean_of = if means { corrected_layer_inputs(model) } else { Default::default() };
+    let calibration = calibrate::calibrate(&evaluator, inputs, method, &mean_of).map_err(|e| failed(e.to_string()))?;
     Ok(Calibrated { calibration, probe })
+}
+
+/// The data inputs of the layers whose quantized form gets a corrected bias
+/// (Conv and Gemm; see [`crate::weights::bias_correction`]).
+fn corrected_layer_inputs(model: &Model) -> std::collections::HashSet<String> {
+    let graph = &model.graph;
+    graph
+        .nodes
+        .node_weights()
+        .filter(|node| node.domain.is_empty() && matches!(node.op_type.as_str(), "Conv" | "Gemm"))
+        .filter_map(|node| node.inputs.first().copied().flatten())
+        .filter(|&value| graph.value(value).dtype == Some(DataType::Float))
+        .map(|value| graph.value(value).name.clone())
+        .collect()
 }
 
 /// The float values a quantized graph can carry in integers, so calibration
@@ -313,12 +330,15 @@ pub fn optimize(
     // The sensitivities measured for the budgeted candidate are reported whichever wins.
     let layer_sensitivity = candidates[1].2.as_ref().map(|r| r.layer_sensitivity.clone()).unwrap_or_default();
     // The float candidate reports the settings it was compared at and its
-    // float layers (the kernel check was of another model).
-    let quantization = candidates[1]
-        .2
-        .as_ref()
-        .and_then(|r| r.quantization.clone())
-        .map(|q| crate::quantization_report::QuantizationReport { kernel_check: None, ..q });
+    // float layers (the kernel check and the biases were of another model).
+    let quantization = candidates[1].2.as_ref().and_then(|r| r.quantization.clone()).map(|q| {
+        crate::quantization_report::QuantizationReport {
+            kernel_check: None,
+            widened_bias: Vec::new(),
+            bias_corrected: Vec::new(),
+            ..q
+        }
+    });
     let (_, optimized, report) = candidates.swap_remove(fastest);
     let quantization = report
         .as_ref()

@@ -3,8 +3,8 @@
 //! layers run on integers, store integer weights only or stay float, how far
 //! ONNX Runtime's integer kernels departed from its reference semantics on
 //! the calibration data (and which layers store uint8 weights because their
-//! int8 kernels saturate), and the layers whose weight scale was widened so
-//! that their int32 bias fits.
+//! int8 kernels saturate), the layers whose weight scale was widened so
+//! that their int32 bias fits, and those whose bias was corrected.
 
 use std::fmt::Write as _;
 
@@ -20,7 +20,7 @@ use crate::kernel_check::{KernelDeparture, SaturatingLayer};
 pub struct QuantizationReport {
     /// The settings the written model was quantized with.
     pub settings: QuantSettings,
-    /// null in weight-only mode (nothing is calibrated).
+    /// null when nothing was calibrated (weight-only mode without --calib).
     pub calibration: Option<CalibrationSummary>,
     pub layers: LayerForms,
     /// null when the kernels were not checked (`--weights` given, or a
@@ -29,6 +29,10 @@ pub struct QuantizationReport {
     /// Layers whose int32 bias would have overflowed at the weight's own
     /// scale: these channels' weight scales were widened until it fit.
     pub widened_bias: Vec<WidenedBias>,
+    /// Quantized layers whose bias takes back the mean shift that rounding
+    /// their weights causes on the calibration data (bias correction, see
+    /// [`crate::weights::bias_correction`]).
+    pub bias_corrected: Vec<String>,
 }
 
 /// [`CalibrationSummary::source`] when no `--calib` folder was given.
@@ -144,6 +148,10 @@ impl QuantizationReport {
         if let Some(c) = &self.calibration {
             let source = if c.source == RANDOM_SOURCE { "seeded random inputs".into() } else { c.source.clone() };
             let _ = writeln!(out, "calibration: {} samples from {source}, {:?}", c.samples, c.method);
+        }
+        if !self.bias_corrected.is_empty() {
+            let count = self.bias_corrected.len();
+            let _ = writeln!(out, "bias correction: {count} layer(s) ({})", listed(&self.bias_corrected));
         }
         if let Some(check) = &self.kernel_check {
             let departure = |d: &KernelDeparture| {

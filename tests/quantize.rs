@@ -171,6 +171,29 @@ fn weight_only_quantization_keeps_float_compute_and_quarter_weights() {
 }
 
 #[test]
+fn bias_correction_needs_calibration_data_and_can_be_turned_off() {
+    let model = residual_block();
+    let data = model.parent().unwrap().to_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report_path) = (dir.path().join("w8.onnx"), dir.path().join("report.json"));
+    // The golden inputs are a batch of two.
+    let base =
+        ["--quantize", "weights", "--input-shape", "images=2,3,32,32", "--report", report_path.to_str().unwrap()];
+    let calib = ["--calib", data.as_str()];
+    let cases: [(&[&str], usize); 3] = [(&calib, 7), (&[&calib[..], &["--no-bias-correction"]].concat(), 0), (&[], 0)];
+    for (extra, corrected) in cases {
+        quantize(&model, &out, &[&base[..], extra].concat());
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+        let quantization = &report["engine"]["quantization"];
+        let listed = quantization["bias_corrected"].as_array().unwrap();
+        assert_eq!(listed.len(), corrected, "{extra:?}: {quantization}");
+        assert_eq!(quantization["settings"]["bias_correction"], corrected > 0, "{extra:?}");
+        // Weight-only quantization calibrates only on data given.
+        assert_eq!(quantization["calibration"].is_null(), extra.is_empty(), "{extra:?}: {quantization}");
+    }
+}
+
+#[test]
 fn a_fetched_opset_9_model_is_upgraded_quantized_and_verified_on_its_own_data() {
     let Some(squeezenet) = common::fetched("squeezenet") else {
         assert!(std::env::var_os("PARE_REQUIRE_MODELS").is_none(), "squeezenet was not fetched");
@@ -181,12 +204,18 @@ fn a_fetched_opset_9_model_is_upgraded_quantized_and_verified_on_its_own_data() 
     }
     let data = squeezenet.path.parent().unwrap().to_path_buf();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("int8.onnx");
-    let calib = ["--calib", data.to_str().unwrap()];
+    let (out, report) = (dir.path().join("int8.onnx"), dir.path().join("report.json"));
+    let calib = ["--calib", data.to_str().unwrap(), "--report", report.to_str().unwrap()];
     // Verified by default: rel L2 at most 0.1 on the calibration inputs.
     quantize(&squeezenet.path, &out, &[&["--quantize", "all", "--weights", "s8"], &calib[..]].concat());
     check_qdq_form(&out);
     onnx_checker(&out);
+    // With calibration data every integer layer's bias is corrected.
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let quantization = &report["engine"]["quantization"];
+    let integer = quantization["layers"]["integer"].as_array().unwrap();
+    assert_eq!(integer.len(), 26, "{quantization}");
+    assert_eq!(quantization["bias_corrected"].as_array().unwrap().len(), integer.len(), "{quantization}");
     // Measured alone, a uint8 MaxPool is slower than a float one; between
     // integer layers (where ONNX Runtime runs it in their layout) `all`
     // still keeps it on the integers.

@@ -16,6 +16,7 @@ use super::quantize::QuantSettings;
 use crate::eval::calibrate::ActivationRange;
 use crate::ir::{tensor, AttributeList, DataType, Shape};
 use crate::onnx::proto::{AttributeProto, TensorProto};
+use crate::weights::bias_correction::MeanActivation;
 use crate::weights::{fold, fold::OpsetContext, Operand, WeightFn};
 
 /// Facts about one e-class.
@@ -34,6 +35,9 @@ pub struct ClassFacts {
     /// The measured relative L2 error of the model output when only this
     /// value's layer is quantized (see [`super::sensitivity`]).
     pub sensitivity: Option<f64>,
+    /// Its elementwise mean on the calibration data (an index into
+    /// [`Facts::means`]), when bias correction needs it.
+    pub mean: Option<usize>,
 }
 
 impl ClassFacts {
@@ -90,6 +94,18 @@ pub struct WidenedBias {
     pub channels: Vec<usize>,
 }
 
+/// A quantized alternative of a layer whose bias takes back the mean shift
+/// that rounding its weights causes (see [`crate::weights::bias_correction`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CorrectedBias {
+    /// The class of the layer's (float) output.
+    pub layer: Id,
+    /// The layer's float operator.
+    pub op: &'static str,
+    /// The bias weight the alternative reads (int32, or float for weight-only).
+    pub bias: WeightId,
+}
+
 /// A value the graph's nodes do not compute: a graph input or a sparse initializer.
 #[derive(Clone, Debug)]
 pub struct FedValue {
@@ -111,6 +127,10 @@ pub struct Facts {
     pub quantization: Option<QuantSettings>,
     /// Integer layers whose int32 bias needed a wider weight scale.
     pub widened_biases: Vec<WidenedBias>,
+    /// Calibration means of values, as [`ClassFacts::mean`] indexes them.
+    pub means: Vec<std::sync::Arc<MeanActivation>>,
+    /// Quantized alternatives whose bias was corrected.
+    pub corrected_biases: Vec<CorrectedBias>,
     /// The class of each integer operator node the `quant` family added →
     /// the class of the float layer it is an alternative of (export names
     /// the integer node after that layer's node). Ids as added: look them
@@ -267,54 +287,46 @@ impl egg::Analysis<Onnx> for Facts {
     }
 
     fn merge(&mut self, a: &mut ClassFacts, b: ClassFacts) -> DidMerge {
-        let mut changed_a = false;
-        let mut changed_b = false;
-        if a.dtype.is_none() && b.dtype.is_some() {
-            a.dtype = b.dtype;
-            changed_a = true;
-        } else if b.dtype.is_none() && a.dtype.is_some() {
-            changed_b = true;
-        }
+        let mut changed = DidMerge(false, false);
+        changed = changed | fill(&mut a.dtype, b.dtype);
         let known =
             |s: &Option<Shape>| s.as_ref().map_or(0, |s| 1 + s.0.iter().filter(|d| d.known().is_some()).count());
         match known(&a.shape).cmp(&known(&b.shape)) {
             std::cmp::Ordering::Less => {
                 a.shape = b.shape;
-                changed_a = true;
+                changed.0 = true;
             }
-            std::cmp::Ordering::Greater => changed_b = true,
+            std::cmp::Ordering::Greater => changed.1 = true,
             std::cmp::Ordering::Equal => {}
         }
         if !a.weight_only && b.weight_only {
             a.weight_only = true;
-            changed_a = true;
+            changed.0 = true;
         } else if a.weight_only && !b.weight_only {
-            changed_b = true;
+            changed.1 = true;
         }
         if b.uses > a.uses {
             a.uses = b.uses;
-            changed_a = true;
+            changed.0 = true;
         } else if a.uses > b.uses {
-            changed_b = true;
+            changed.1 = true;
         }
-        if a.constant.is_none() && b.constant.is_some() {
-            a.constant = b.constant;
-            changed_a = true;
-        } else if a.constant.is_some() && b.constant.is_none() {
-            changed_b = true;
+        changed = changed | fill(&mut a.constant, b.constant);
+        changed = changed | fill(&mut a.range, b.range);
+        changed = changed | fill(&mut a.sensitivity, b.sensitivity);
+        changed | fill(&mut a.mean, b.mean)
+    }
+}
+
+/// Merges an optional fact: `a` takes `b`'s when it has none. Says which
+/// side the merged fact differs from.
+fn fill<T>(a: &mut Option<T>, b: Option<T>) -> DidMerge {
+    match (a.is_some(), b.is_some()) {
+        (false, true) => {
+            *a = b;
+            DidMerge(true, false)
         }
-        if a.range.is_none() && b.range.is_some() {
-            a.range = b.range;
-            changed_a = true;
-        } else if a.range.is_some() && b.range.is_none() {
-            changed_b = true;
-        }
-        if a.sensitivity.is_none() && b.sensitivity.is_some() {
-            a.sensitivity = b.sensitivity;
-            changed_a = true;
-        } else if a.sensitivity.is_some() && b.sensitivity.is_none() {
-            changed_b = true;
-        }
-        DidMerge(changed_a, changed_b)
+        (true, false) => DidMerge(false, true),
+        _ => DidMerge(false, false),
     }
 }

@@ -86,6 +86,9 @@ pub struct Options {
 pub struct Quantization {
     pub settings: quantize::QuantSettings,
     pub ranges: std::collections::BTreeMap<String, crate::eval::calibrate::ActivationRange>,
+    /// Calibration means of the values bias correction reads (by name;
+    /// empty without it).
+    pub means: std::collections::BTreeMap<String, std::sync::Arc<crate::weights::bias_correction::MeanActivation>>,
     pub force: bool,
     /// Measure the latency of each layer's float and integer forms in ONNX
     /// Runtime (else the device profile's roofline decides).
@@ -227,6 +230,10 @@ pub(crate) fn saturate(model: &Model, options: &Options) -> Result<Saturated, Eg
             let facts = &mut egraph[*class].data;
             facts.range = quantization.ranges.get(name).copied().or(facts.range);
             facts.sensitivity = quantization.sensitivity.get(name).copied().or(facts.sensitivity);
+            if let Some(mean) = quantization.means.get(name) {
+                egraph[*class].data.mean = Some(egraph.analysis.means.len());
+                egraph.analysis.means.push(mean.clone());
+            }
         }
     }
     let runner = Runner::default()
@@ -271,20 +278,32 @@ fn quantization_report(
             _ => None,
         })
         .collect();
-    let chosen_widened: Vec<_> =
-        built.egraph.analysis.widened_biases.iter().filter(|w| chosen_weights.contains(&w.bias)).collect();
+    let analysis = &built.egraph.analysis;
+    let chosen_widened: Vec<_> = analysis.widened_biases.iter().filter(|w| chosen_weights.contains(&w.bias)).collect();
+    let chosen_corrected: Vec<_> =
+        analysis.corrected_biases.iter().filter(|c| chosen_weights.contains(&c.bias)).collect();
     let mut widened_bias: Vec<WidenedBias> = Vec::new();
-    if !chosen_widened.is_empty() {
-        // The layers' names, as export gave them (looked up only when some bias widened).
+    let mut bias_corrected: Vec<String> = Vec::new();
+    if !chosen_widened.is_empty() || !chosen_corrected.is_empty() {
+        // The layers' names, as export gave them (looked up only when needed).
         let origins = export::Origins::of(built);
-        for widened in chosen_widened {
-            let class = built.egraph.find(widened.layer);
-            let layer = match origins.of_layer(class, widened.op) {
+        let name = |layer: egg::Id, op: &str| {
+            let class = built.egraph.find(layer);
+            match origins.of_layer(class, op) {
                 Some(origin) if !origin.name.is_empty() => origin.name.clone(),
                 _ => class_names.get(&class).cloned().unwrap_or_else(|| format!("e-class {class}")),
-            };
+            }
+        };
+        for widened in chosen_widened {
+            let layer = name(widened.layer, widened.op);
             if !widened_bias.iter().any(|w| w.layer == layer) {
                 widened_bias.push(WidenedBias { layer, channels: widened.channels.clone() });
+            }
+        }
+        for corrected in chosen_corrected {
+            let layer = name(corrected.layer, corrected.op);
+            if !bias_corrected.contains(&layer) {
+                bias_corrected.push(layer);
             }
         }
     }
@@ -294,6 +313,7 @@ fn quantization_report(
         layers: Default::default(),
         kernel_check: None,
         widened_bias,
+        bias_corrected,
     })
 }
 

@@ -21,13 +21,13 @@
 use egg::{Id, Subst, Symbol};
 use serde::Serialize;
 
-use super::analysis::WidenedBias;
-use super::analysis::{attrs_of, constant_of, is_absent, Graph};
+use super::analysis::{attrs_of, constant_of, is_absent, CorrectedBias, Graph, WidenedBias};
 use super::appliers::var;
 use super::language::{Onnx, WeightId};
 use crate::eval::calibrate::ActivationRange;
 use crate::ir::{attribute, tensor, AttributeList, DataType, Shape};
 use crate::onnx::proto::TensorProto;
+use crate::weights::bias_correction::{conv_shift, gemm_shift, ConvGeometry};
 use crate::weights::quantize::{quantize, QuantizedLayer, WeightSpec};
 
 /// The integer type activations are stored in.
@@ -82,6 +82,9 @@ pub struct QuantSettings {
     /// Block-wise weight scales: one per this many elements along the
     /// weight's input axis (opset 21; weight-only), instead of per channel.
     pub block_size: Option<usize>,
+    /// Conv and Gemm biases take back the mean shift that rounding the
+    /// weights causes on the calibration data (needs its means).
+    pub bias_correction: bool,
 }
 
 impl QuantSettings {
@@ -353,6 +356,90 @@ fn quantize_weights(
     Some(QuantizedWeights { values, scale, zero_point, bias, widened: layer.widened, error })
 }
 
+/// How a layer's output mean follows from its weights (bias correction).
+#[derive(Clone, Copy)]
+enum Shift {
+    /// Conv (weights [out, in/group, kernel...]; geometry from its attributes).
+    Conv,
+    /// Gemm, whose weights are [K, N], or [N, K] when `transposed`.
+    Gemm { transposed: bool },
+}
+
+/// The layer's bias (zeros when it has none) minus the mean shift that
+/// storing `weights` as `spec` says causes on the calibration data (see
+/// [`crate::weights::bias_correction`]); `None` when the layer is not
+/// corrected: the settings say so, its input has no calibration mean, or
+/// the dims do not fit.
+#[allow(clippy::too_many_arguments)]
+fn corrected_bias(
+    egraph: &Graph,
+    input: Id,
+    attrs: Id,
+    shift: Shift,
+    weights: &[f64],
+    dims: &[usize],
+    spec: &WeightSpec,
+    bias: Option<&[f64]>,
+) -> Option<Vec<f64>> {
+    if !egraph.analysis.quantization.as_ref()?.bias_correction {
+        return None;
+    }
+    let mean = egraph.analysis.means.get(egraph[input].data.mean?)?;
+    let mut difference = quantize(weights, dims, spec, None).ok()?.dequantized(dims, spec);
+    difference.iter_mut().zip(weights).for_each(|(d, w)| *d -= w);
+    let shift = match shift {
+        Shift::Conv => {
+            let spatial = mean.dims.get(mean.dims.len().checked_sub(dims.len().checked_sub(2)?)?..)?;
+            let geometry = ConvGeometry::new(attrs_of(egraph, attrs)?, spatial, dims.get(2..)?)?;
+            conv_shift(&difference, dims, mean, &geometry)?
+        }
+        Shift::Gemm { transposed } => gemm_shift(&difference, dims, transposed, mean)?,
+    };
+    match bias {
+        None => Some(shift.iter().map(|s| -s).collect()),
+        Some(bias) => (bias.len() == shift.len()).then(|| bias.iter().zip(&shift).map(|(b, s)| b - s).collect()),
+    }
+}
+
+/// A weight-only layer's bias correction: how its output follows from its
+/// weights, its bias in output units (beta folded in for Gemm) and the
+/// factor its bias input is scaled by (Gemm's beta; 1 for Conv).
+struct WeightOnlyCorrection {
+    shift: Shift,
+    bias: Option<Vec<f64>>,
+    beta: f64,
+}
+
+/// The corrected float bias leaf of a weight-only layer (children as
+/// matched: input, weights, bias, ..., attributes).
+fn weight_only_bias(
+    egraph: &mut Graph,
+    children: &[Id],
+    axes: WeightAxes,
+    correction: WeightOnlyCorrection,
+) -> Option<(Id, WeightId)> {
+    let settings = egraph.analysis.quantization.clone()?;
+    let (values, dims) = float_weight(egraph, children[1])?;
+    let spec = axes.spec(&settings);
+    let attrs = *children.last()?;
+    let corrected = corrected_bias(
+        egraph,
+        children[0],
+        attrs,
+        correction.shift,
+        &values,
+        &dims,
+        &spec,
+        correction.bias.as_deref(),
+    )?;
+    if correction.beta == 0.0 {
+        return None;
+    }
+    let stored: Vec<f32> = corrected.iter().map(|b| (b / correction.beta) as f32).collect();
+    let weight = egraph.analysis.intern_weight(tensor::from_f32("", &[stored.len() as i64], &stored), None);
+    Some((egraph.add(Onnx::Weight(weight)), weight))
+}
+
 /// Weight-only alternative: the layer reads DequantizeLinear of integer
 /// weights (per channel along `axes.output`, or in blocks along `axes.input`).
 fn weight_only_layer(egraph: &mut Graph, w: Id, axes: WeightAxes, settings: &QuantSettings) -> Option<(Id, f64)> {
@@ -374,11 +461,23 @@ fn weight_only_layer(egraph: &mut Graph, w: Id, axes: WeightAxes, settings: &Qua
 }
 
 /// Replaces the weight child (index 1) of the matched layer with its
-/// weight-only quantized form, wrapped as an approximation.
-fn weight_only_alternative(egraph: &mut Graph, root: Id, op: &str, children: Vec<Id>, axes: WeightAxes) -> Option<Id> {
+/// weight-only quantized form, wrapped as an approximation; with a
+/// correction, the bias child (index 2) with the corrected bias.
+fn weight_only_alternative(
+    egraph: &mut Graph,
+    root: Id,
+    op: &'static str,
+    children: Vec<Id>,
+    axes: WeightAxes,
+    correction: Option<WeightOnlyCorrection>,
+) -> Option<Id> {
     let settings = egraph.analysis.quantization.clone()?;
     let (weight, error) = weight_only_layer(egraph, children[1], axes, &settings)?;
     let mut inputs = children;
+    if let Some((bias, id)) = correction.and_then(|c| weight_only_bias(egraph, &inputs, axes, c)) {
+        inputs[2] = bias;
+        egraph.analysis.corrected_biases.push(CorrectedBias { layer: root, op, bias: id });
+    }
     inputs[1] = weight;
     let attrs = inputs.pop()?;
     let shape = egraph[root].data.shape.clone();
@@ -409,6 +508,8 @@ struct LinearLayer {
     bias: Option<Vec<f64>>,
     bias_input: BiasInput,
     attrs: Id,
+    /// How bias correction finds the output's mean shift (`None`: no bias to correct).
+    shift: Option<Shift>,
 }
 
 /// The integer form of a linear layer: its input quantized, its weights
@@ -418,13 +519,20 @@ fn integer_linear(egraph: &mut Graph, root: Id, layer: LinearLayer) -> Option<Id
     let settings = static_settings(egraph)?;
     let (output_scale, output_zero) = output_parameters(egraph, root, &settings)?;
     let input = quantize_input(egraph, layer.input, &settings)?;
-    let bias = layer.bias.as_deref().map(|b| (b, input.scale_value));
     let spec = layer.axes.spec(&settings);
+    let corrected = layer.shift.and_then(|shift| {
+        let (weights, dims, bias) = (&layer.weights, &layer.dims, layer.bias.as_deref());
+        corrected_bias(egraph, layer.input, layer.attrs, shift, weights, dims, &spec, bias)
+    });
+    let bias = corrected.as_deref().or(layer.bias.as_deref()).map(|b| (b, input.scale_value));
     let weights = quantize_weights(egraph, &layer.weights, &layer.dims, &spec, bias, &settings)?;
+    let op = float_operator(layer.op).unwrap_or(layer.op);
     if let Some((_, bias)) = weights.bias.filter(|_| !weights.widened.is_empty()) {
-        let op = float_operator(layer.op).unwrap_or(layer.op);
         let widened = WidenedBias { layer: root, op, bias, channels: weights.widened.clone() };
         egraph.analysis.widened_biases.push(widened);
+    }
+    if let Some((_, bias)) = weights.bias.filter(|_| corrected.is_some()) {
+        egraph.analysis.corrected_biases.push(CorrectedBias { layer: root, op, bias });
     }
     let absent = egraph.add(Onnx::Absent);
     let bias = weights.bias.map_or(absent, |(leaf, _)| leaf);
@@ -468,7 +576,8 @@ pub(super) fn quantize_conv(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
         (bias_dims == [dims[0]]).then_some(bias)?.into()
     };
     if weights_only(egraph) {
-        return weight_only_alternative(egraph, root, "Conv", vec![x, w, b, attrs], CONV_AXES);
+        let correction = WeightOnlyCorrection { shift: Shift::Conv, bias, beta: 1.0 };
+        return weight_only_alternative(egraph, root, "Conv", vec![x, w, b, attrs], CONV_AXES, Some(correction));
     }
     let layer = LinearLayer {
         op: "QLinearConv",
@@ -479,6 +588,7 @@ pub(super) fn quantize_conv(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
         bias,
         bias_input: BiasInput::AfterOutput,
         attrs,
+        shift: Some(Shift::Conv),
     };
     integer_linear(egraph, root, layer)
 }
@@ -493,7 +603,8 @@ pub(super) fn quantize_matmul(egraph: &mut Graph, root: Id, subst: &Subst, _op: 
         return None;
     }
     if weights_only(egraph) {
-        return weight_only_alternative(egraph, root, "MatMul", vec![x, w, attrs], MATMUL_AXES);
+        // No bias input to correct.
+        return weight_only_alternative(egraph, root, "MatMul", vec![x, w, attrs], MATMUL_AXES, None);
     }
     let layer = LinearLayer {
         op: "QLinearMatMul",
@@ -504,6 +615,7 @@ pub(super) fn quantize_matmul(egraph: &mut Graph, root: Id, subst: &Subst, _op: 
         bias: None,
         bias_input: BiasInput::None,
         attrs,
+        shift: None,
     };
     integer_linear(egraph, root, layer)
 }
@@ -524,17 +636,21 @@ pub(super) fn quantize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
         return None;
     }
     let (axes, columns) = if trans_b { (WeightAxes { output: 0, input: 1 }, dims[0]) } else { (MATMUL_AXES, dims[1]) };
-    if weights_only(egraph) {
-        return weight_only_alternative(egraph, root, "Gemm", vec![x, w, c, attrs], axes);
-    }
-    // The bias: one value per output column (beta folded in).
-    let bias = if is_absent(egraph, c) {
-        None
+    // The bias: one value per output column (beta folded in); `None` when C
+    // has another shape.
+    let bias: Option<Option<Vec<f64>>> = if is_absent(egraph, c) {
+        Some(None)
     } else {
-        let (bias, bias_dims) = float_weight(egraph, c)?;
-        let per_column = bias_dims.iter().product::<usize>() == columns && bias_dims.last() == Some(&columns);
-        per_column.then(|| bias.iter().map(|v| v * f64::from(beta)).collect::<Vec<f64>>())?.into()
+        float_weight(egraph, c)
+            .filter(|(_, dims)| dims.iter().product::<usize>() == columns && dims.last() == Some(&columns))
+            .map(|(bias, _)| Some(bias.iter().map(|v| v * f64::from(beta)).collect()))
     };
+    let shift = Shift::Gemm { transposed: trans_b };
+    if weights_only(egraph) {
+        let correction = bias.map(|bias| WeightOnlyCorrection { shift, bias, beta: f64::from(beta) });
+        return weight_only_alternative(egraph, root, "Gemm", vec![x, w, c, attrs], axes, correction);
+    }
+    let bias = bias?;
     let attributes = super::analysis::OpAttrs::default()
         .with(attribute::float("alpha", 1.0))
         .with(attribute::int("transA", 0))
@@ -550,6 +666,7 @@ pub(super) fn quantize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
         bias,
         bias_input: BiasInput::BeforeOutput,
         attrs,
+        shift: Some(shift),
     };
     integer_linear(egraph, root, layer)
 }

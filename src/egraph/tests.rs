@@ -77,10 +77,22 @@ fn a_shared_value_is_paid_once() {
 
 /// Every Conv and Add of the block quantized, with the settings pare uses on x86.
 fn forced_quantization(model: &Model, mode: quantize::QuantMode) -> Quantization {
-    let source = pipeline::CalibrationSource::Random { count: 2, seed: 7 };
+    calibrated_quantization(model, mode, 2, false)
+}
+
+/// Every layer quantized as `mode` says, calibrated on `samples` seeded
+/// random inputs; with `bias_correction`, their means are kept and applied.
+fn calibrated_quantization(
+    model: &Model,
+    mode: quantize::QuantMode,
+    samples: usize,
+    bias_correction: bool,
+) -> Quantization {
+    let source = pipeline::CalibrationSource::Random { count: samples, seed: 7 };
     let path = std::path::Path::new("resnet_block_op13");
     let fixed = [("images".to_string(), vec![1, 3, 32, 32])];
-    let calibration = pipeline::calibrate(model, path, &fixed, &source, crate::eval::calibrate::RangeMethod::MinMax);
+    let method = crate::eval::calibrate::RangeMethod::MinMax;
+    let calibration = pipeline::calibrate(model, path, &fixed, &source, method, bias_correction).unwrap().calibration;
     Quantization {
         settings: quantize::QuantSettings {
             mode,
@@ -90,8 +102,10 @@ fn forced_quantization(model: &Model, mode: quantize::QuantMode) -> Quantization
             weight_bits: 8,
             block_size: None,
             unsigned_weights: true,
+            bias_correction,
         },
-        ranges: calibration.unwrap().calibration.ranges,
+        ranges: calibration.ranges,
+        means: calibration.means,
         force: true,
         measure: false,
         probe: Vec::new(),
@@ -99,6 +113,65 @@ fn forced_quantization(model: &Model, mode: quantize::QuantMode) -> Quantization
         sensitivity: Default::default(),
         calibration: None,
     }
+}
+
+#[test]
+fn bias_correction_takes_back_the_mean_shift_of_rounded_weights() {
+    use crate::eval::{runs_relative_l2, EvaluatorBuilder};
+    let model = resnet_block();
+    // Weights only, one scale per tensor: coarse rounding that moves each
+    // layer's output means, and float compute, so nothing else rounds.
+    let quantized = |bias_correction: bool| {
+        let mut quantization = calibrated_quantization(&model, quantize::QuantMode::WeightsOnly, 16, bias_correction);
+        quantization.settings.per_channel = false;
+        let mut options = options(&["fuse", "quant"], "", 0.0);
+        options.quantization = Some(quantization);
+        optimize(&model, &options).unwrap()
+    };
+    let ((plain, plain_report), (corrected, report)) = (quantized(false), quantized(true));
+    assert_eq!(plain_report.quantization.unwrap().bias_corrected, Vec::<String>::new());
+    let mut layers = report.quantization.unwrap().bias_corrected;
+    layers.sort();
+    let mut expected: Vec<String> = model
+        .graph
+        .nodes
+        .node_weights()
+        .filter(|n| ["Conv", "Gemm"].contains(&n.op_type.as_str()))
+        .map(|n| n.name.clone())
+        .collect();
+    expected.sort();
+    assert_eq!(layers, expected, "every Conv and the Gemm");
+
+    // Held out: other inputs of the calibration's distribution.
+    let specs = crate::samples::input_specs_filled(&model, 1).unwrap();
+    let inputs: Vec<_> = crate::samples::random(&specs, 16, 99).unwrap().map(|s| s.inputs).collect();
+    let outputs = |model: &Model| -> Vec<_> {
+        let proto = crate::ir::export(model.clone()).unwrap();
+        let evaluator = EvaluatorBuilder::new().build_from_model(&proto, "resnet block").unwrap();
+        inputs.iter().map(|input| evaluator.run(input).unwrap()).collect()
+    };
+    let float = outputs(&model);
+    // The distance of the outputs' mean over the samples from the float
+    // model's, relative to the float outputs' size; and the relative L2.
+    let errors = |quantized: &Model| {
+        let got = outputs(quantized);
+        let values = |runs: &[Vec<crate::eval::NamedTensor>], i: usize| runs[i][0].tensor.to_f64().unwrap();
+        let size = values(&float, 0).len();
+        let mut mean_difference = vec![0.0; size];
+        for i in 0..inputs.len() {
+            for ((m, q), f) in mean_difference.iter_mut().zip(values(&got, i)).zip(values(&float, i)) {
+                *m += (q - f) / inputs.len() as f64;
+            }
+        }
+        let norm = (0..inputs.len()).flat_map(|i| values(&float, i)).map(|v| v * v).sum::<f64>() / inputs.len() as f64;
+        let shift = (mean_difference.iter().map(|d| d * d).sum::<f64>() / norm).sqrt();
+        let runs: Vec<_> = got.into_iter().zip(float.iter().cloned()).collect();
+        (shift, runs_relative_l2(&runs))
+    };
+    let ((plain_shift, plain_error), (shift, error)) = (errors(&plain), errors(&corrected));
+    assert!(plain_shift > 0.01, "per-tensor rounding shifts the outputs: {plain_shift}");
+    assert!(shift < 0.2 * plain_shift, "mean shift {shift} corrected vs {plain_shift}");
+    assert!(error < 0.5 * plain_error, "relative L2 {error} corrected vs {plain_error}");
 }
 
 #[test]

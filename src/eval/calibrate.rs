@@ -12,12 +12,18 @@
 //!
 //! Every range includes 0, so zero is exactly representable (ONNX's
 //! asymmetric quantization needs that for padding and ReLU).
+//!
+//! The same pass averages the values it is asked to, sample by sample (the
+//! mean inputs that bias correction needs, see
+//! [`crate::weights::bias_correction`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::{EvalError, Evaluator, NamedTensor};
+use crate::weights::bias_correction::{MeanAccumulator, MeanActivation};
 
 /// How a value's range is chosen from its statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -234,10 +240,15 @@ pub struct Calibration {
     pub method: RangeMethod,
     pub samples: usize,
     pub ranges: BTreeMap<String, ActivationRange>,
+    /// The elementwise means of the values asked for (those whose samples
+    /// all had the same dims and finite values).
+    #[serde(skip)]
+    pub means: BTreeMap<String, Arc<MeanActivation>>,
 }
 
 /// Runs the samples through `evaluator` once and collects the statistics of
-/// every float tensor it sees: the inputs fed, the graph outputs and the captures.
+/// every float tensor it sees: the inputs fed, the graph outputs and the
+/// captures; and the means of those named in `mean_of`.
 ///
 /// Samples run in rounds of one per available core; each round's results
 /// enter the statistics in sample order, so the ranges do not depend on
@@ -246,12 +257,17 @@ pub fn calibrate(
     evaluator: &Evaluator,
     samples: impl IntoIterator<Item = Vec<NamedTensor>>,
     method: RangeMethod,
+    mean_of: &HashSet<String>,
 ) -> Result<Calibration, EvalError> {
     let mut statistics: BTreeMap<String, ValueStatistics> = BTreeMap::new();
+    let mut sums: BTreeMap<String, MeanAccumulator> = BTreeMap::new();
     let mut record = |tensors: &[NamedTensor]| {
         for named in tensors {
             if let Some(values) = named.tensor.as_f32() {
                 statistics.entry(named.name.clone()).or_insert_with(|| ValueStatistics::for_method(method)).add(values);
+                if mean_of.contains(&named.name) {
+                    sums.entry(named.name.clone()).or_default().add(named.tensor.shape(), values);
+                }
             }
         }
     };
@@ -272,7 +288,8 @@ pub fn calibrate(
         }
     }
     let ranges = statistics.into_iter().filter_map(|(name, s)| Some((name, s.range(method)?))).collect();
-    Ok(Calibration { method, samples: count, ranges })
+    let means = sums.into_iter().filter_map(|(name, sum)| Some((name, Arc::new(sum.mean()?)))).collect();
+    Ok(Calibration { method, samples: count, ranges, means })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //!
 //! Arithmetic runs in f64 and the result is stored in the operand's float type.
 
+pub mod bias_correction;
 pub mod fold;
 pub mod quantize;
 
