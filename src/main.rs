@@ -419,7 +419,15 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
                     Box::new(pare::samples::random(&specs, args.samples, args.seed)?.map(Ok))
                 }
             };
-        Some(pare::verify::compare(&mut candidate, Some(&mut reference), samples, &tolerance, &label)?)
+        let mut verified = pare::verify::compare(&mut candidate, Some(&mut reference), samples, &tolerance, &label)?;
+        // A quantized model also needs its integer kernels to agree with its
+        // reference semantics within the tolerance.
+        let check = engine.as_ref().and_then(|e| e.quantization.as_ref()).and_then(|q| q.kernel_check.as_ref());
+        if let Some(failure) = check.zip(tolerance.max_rel_l2).and_then(|(check, limit)| check.disagreement(limit)) {
+            verified.failures.push(failure);
+            verified.passed = false;
+        }
+        Some(verified)
     };
     let passed = verification.as_ref().is_none_or(|v| v.passed);
     let report = OptimizeReport::new(&options, before, after, engine, verification);

@@ -184,11 +184,51 @@ impl QuantizationReport {
     }
 }
 
+impl KernelCheck {
+    /// The departure of the model as written (uint8 weights where some
+    /// layers saturated, else the int8 one).
+    pub fn as_written(&self) -> &KernelDeparture {
+        self.unsigned.as_ref().unwrap_or(&self.signed)
+    }
+
+    /// Why a model fails verification at relative L2 `max_rel_l2` although
+    /// its outputs may pass: ONNX Runtime's integer kernels depart from the
+    /// model's reference semantics by more (other runtimes compute those
+    /// semantics, so the model's error depends on where it runs).
+    pub fn disagreement(&self, max_rel_l2: f64) -> Option<String> {
+        let departure = self.as_written().kernels;
+        (departure > max_rel_l2).then(|| {
+            format!(
+                "ONNX Runtime's integer kernels depart {departure:.4} (rel L2) from the model's reference \
+                 semantics on the calibration probe, above {max_rel_l2}"
+            )
+        })
+    }
+}
+
 /// Up to [`LISTED`] names, then how many more.
 fn listed(names: &[String]) -> String {
     let shown = names.iter().take(LISTED).map(String::as_str).collect::<Vec<_>>().join(", ");
     match names.len().saturating_sub(LISTED) {
         0 => shown,
         more => format!("{shown} and {more} more"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_that_depart_beyond_the_tolerance_are_a_disagreement() {
+        let departure = |kernels| KernelDeparture { kernels, quantization: 0.05 };
+        let mut check = KernelCheck { signed: departure(0.3), saturating: Vec::new(), unsigned: None };
+        assert!(check.disagreement(0.1).unwrap().contains("0.3000"));
+        assert_eq!(check.disagreement(0.5), None);
+        // As written: the uint8 model's departure counts, not the int8 one's.
+        check.unsigned = Some(departure(0.02));
+        assert_eq!(check.disagreement(0.1), None);
+        check.unsigned = Some(departure(0.2));
+        assert!(check.disagreement(0.1).is_some());
     }
 }

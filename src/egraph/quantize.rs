@@ -418,6 +418,9 @@ fn weight_only_bias(
     axes: WeightAxes,
     correction: WeightOnlyCorrection,
 ) -> Option<(Id, WeightId)> {
+    if correction.beta == 0.0 {
+        return None;
+    }
     let settings = egraph.analysis.quantization.clone()?;
     let (values, dims) = float_weight(egraph, children[1])?;
     let spec = axes.spec(&settings);
@@ -432,9 +435,6 @@ fn weight_only_bias(
         &spec,
         correction.bias.as_deref(),
     )?;
-    if correction.beta == 0.0 {
-        return None;
-    }
     let stored: Vec<f32> = corrected.iter().map(|b| (b / correction.beta) as f32).collect();
     let weight = egraph.analysis.intern_weight(tensor::from_f32("", &[stored.len() as i64], &stored), None);
     Some((egraph.add(Onnx::Weight(weight)), weight))
