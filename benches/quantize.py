@@ -129,7 +129,9 @@ def logits(path, feeds):
 
 
 def rel_l2(reference, candidate):
-    num = sum(float(np.sum((r - c) ** 2)) for r, c in zip(reference, candidate))
+    # The same values may come in another shape (an opset-9 Softmax over [1, C, 1, 1]
+    # reads its input flattened to [1, C] once the opset is raised).
+    num = sum(float(np.sum((r - c.reshape(r.shape)) ** 2)) for r, c in zip(reference, candidate))
     den = sum(float(np.sum(r ** 2)) for r in reference)
     return (num / den) ** 0.5 if den > 0 else float("inf")
 
