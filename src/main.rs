@@ -477,8 +477,8 @@ const DEFAULT_QUANTIZED_BUDGET: f64 = 0.05;
 /// The relative L2 error any `--quantize` mode verifies against when no tolerance is given.
 const DEFAULT_QUANTIZED_REL_L2: f64 = 0.1;
 
-/// Calibrates the model (for weight-only quantization only on --calib data, for
-/// bias correction) and gathers the settings.
+/// Calibrates the model (for weight-only quantization only when bias
+/// correction reads --calib data) and gathers the settings.
 fn quantization(
     args: &OptimizeArgs,
     mode: QuantizeArg,
@@ -519,7 +519,9 @@ fn quantization(
         CalibMethodArg::Entropy => RangeMethod::Entropy,
     };
     let source = match &args.calib {
-        Some(dir) => Some(pipeline::CalibrationSource::Folder(dir.clone())),
+        Some(dir) if settings.mode == QuantMode::Static || settings.bias_correction => {
+            Some(pipeline::CalibrationSource::Folder(dir.clone()))
+        }
         None if settings.mode == QuantMode::Static => {
             eprintln!(
                 "pare: warning: no --calib DIR given; calibrating on {} seeded random inputs, \
@@ -528,8 +530,8 @@ fn quantization(
             );
             Some(pipeline::CalibrationSource::Random { count: args.calib_samples, seed: args.seed })
         }
-        // Weight-only quantization needs no ranges, and without data no means.
-        None => None,
+        // Weight-only quantization needs no ranges, only the means bias correction reads.
+        _ => None,
     };
     let calibrated = match source {
         Some(source) => {
