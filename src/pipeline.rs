@@ -302,14 +302,30 @@ pub fn optimize(
     // together: with room left, one more budgeted candidate is built at a
     // budget scaled by what the first one measured.
     let summed = candidates[1].2.as_ref().map_or(0.0, |r| r.extraction.error);
-    if let Some(budget) = widened_budget(options.budget, summed, output_errors[1], output_errors[2]) {
-        let mut widened = egraph::Options { budget, ..options.clone() };
-        if let (Some(q), Some(report)) = (widened.quantization.as_mut(), candidates[1].2.as_ref()) {
-            q.sensitivity = report.layer_sensitivity.iter().map(|l| (l.value.clone(), l.error)).collect();
+    let mut widened = widened_budget(options.budget, summed, output_errors[1], output_errors[2]);
+    // Bisected geometrically: the largest summed budget known to fit, and the smallest known not to.
+    let (mut fits, mut over) = (summed, None::<f64>);
+    let sensitivity: std::collections::BTreeMap<String, f64> = candidates[1]
+        .2
+        .as_ref()
+        .map(|report| report.layer_sensitivity.iter().map(|l| (l.value.clone(), l.error)).collect())
+        .unwrap_or_default();
+    for _ in 0..WIDEN_ATTEMPTS {
+        let Some(budget) = widened else { break };
+        let mut widened_options = egraph::Options { budget, ..options.clone() };
+        if let Some(q) = widened_options.quantization.as_mut() {
+            q.sensitivity = sensitivity.clone();
         }
-        let (optimized, report) = optimize_once(upgraded, path, fixed, &widened)?;
-        output_errors.extend(errors_of(&[&optimized]));
+        let (optimized, report) = optimize_once(upgraded.clone(), path, fixed, &widened_options)?;
+        let error = errors_of(&[&optimized]).pop().flatten();
+        output_errors.push(error);
         candidates.push((format!("auto, budget {budget:.3}"), optimized, report));
+        if error.is_some_and(|e| e <= options.budget) {
+            fits = budget;
+        } else {
+            over = Some(budget);
+        }
+        widened = over.map(|over| (fits * over).sqrt());
     }
     let protos = candidates
         .iter()
@@ -374,8 +390,11 @@ const END_TO_END_ROUNDS: usize = 15;
 /// `--quantize auto` builds a second budgeted candidate when the first one's
 /// measured output error is below this share of the budget,
 const WIDEN_BELOW: f64 = 0.5;
-/// aiming its error at this share of the budget.
+/// aiming its error at this share of the budget;
 const WIDEN_TARGET: f64 = 0.5;
+/// over budget, it bisects between the budgets that fit and those that do
+/// not, up to this many candidates in all.
+const WIDEN_ATTEMPTS: usize = 3;
 
 /// The extraction budget of the second budgeted candidate, when it can
 /// gain: the first one (`summed` estimated error, `measured` on the probe)
