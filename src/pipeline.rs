@@ -246,8 +246,8 @@ pub fn summarize(model: &Model, profile: &DeviceProfile) -> Summary {
 /// Quantizing raises the opset to [`QUANT_OPSET`] first and lowers the
 /// chosen integer operators to QDQ form after. `--quantize auto` with
 /// measured costs also builds the float-only and the fully quantized
-/// candidates (and, when the budgeted one's measured error left room, a
-/// second budgeted one at a wider summed budget: [`widened_budget`]), times
+/// candidates (and, when the budgeted one's measured error left room, up to
+/// [`WIDEN_ATTEMPTS`] more at wider summed budgets: [`widened_budget`]), times
 /// them side by side in ONNX Runtime and keeps the fastest whose deployed
 /// output error on the probe samples fits `--budget`, so the result is never
 /// slower than float on the deployment runtime.
@@ -299,8 +299,8 @@ pub fn optimize(
     let quantized: Vec<&Model> = candidates[1..].iter().map(|(_, model, _)| model).collect();
     let mut output_errors: Vec<Option<f64>> = std::iter::once(Some(0.0)).chain(errors_of(&quantized)).collect();
     // Summed sensitivities overstate the error of many layers quantized
-    // together: with room left, one more budgeted candidate is built at a
-    // budget scaled by what the first one measured.
+    // together: with room left, more budgeted candidates are built at
+    // budgets scaled by what the first one measured.
     let summed = candidates[1].2.as_ref().map_or(0.0, |r| r.extraction.error);
     let mut widened = widened_budget(options.budget, summed, output_errors[1], output_errors[2]);
     // Bisected geometrically: the largest summed budget known to fit, and the smallest known not to.

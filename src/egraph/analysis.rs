@@ -81,29 +81,22 @@ impl AttributeList for OpAttrs {
     }
 }
 
-/// An integer alternative of a layer whose bias did not fit int32 at the
-/// weight's natural scale, so some channels' weight scales were widened.
+/// A quantized alternative of a layer whose bias pare adjusted: corrected
+/// for the mean shift that rounding its weights causes (see
+/// [`crate::weights::bias_correction`]), and/or, an int32 bias that did not
+/// fit at the weight's natural scale, with some channels' weight scales
+/// widened.
 #[derive(Clone, Debug, PartialEq)]
-pub struct WidenedBias {
-    /// The class of the layer's (float) output.
-    pub layer: Id,
-    /// The layer's float operator.
-    pub op: &'static str,
-    /// The int32 bias weight the alternative reads.
-    pub bias: WeightId,
-    pub channels: Vec<usize>,
-}
-
-/// A quantized alternative of a layer whose bias takes back the mean shift
-/// that rounding its weights causes (see [`crate::weights::bias_correction`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct CorrectedBias {
+pub struct AdjustedBias {
     /// The class of the layer's (float) output.
     pub layer: Id,
     /// The layer's float operator.
     pub op: &'static str,
     /// The bias weight the alternative reads (int32, or float for weight-only).
     pub bias: WeightId,
+    pub corrected: bool,
+    /// The channels whose weight scale was widened.
+    pub widened: Vec<usize>,
 }
 
 /// A value the graph's nodes do not compute: a graph input or a sparse initializer.
@@ -125,12 +118,11 @@ pub struct Facts {
     pub deduplicate_weights: bool,
     /// How the `quant` family quantizes (`None`: it adds nothing).
     pub quantization: Option<QuantSettings>,
-    /// Integer layers whose int32 bias needed a wider weight scale.
-    pub widened_biases: Vec<WidenedBias>,
+    /// Quantized alternatives whose bias was corrected or needed a wider
+    /// weight scale.
+    pub adjusted_biases: Vec<AdjustedBias>,
     /// Calibration means of values, as [`ClassFacts::mean`] indexes them.
     pub means: Vec<std::sync::Arc<MeanActivation>>,
-    /// Quantized alternatives whose bias was corrected.
-    pub corrected_biases: Vec<CorrectedBias>,
     /// The class of each integer operator node the `quant` family added →
     /// the class of the float layer it is an alternative of (export names
     /// the integer node after that layer's node). Ids as added: look them

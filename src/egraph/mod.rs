@@ -278,31 +278,23 @@ fn quantization_report(
             _ => None,
         })
         .collect();
-    let analysis = &built.egraph.analysis;
-    let chosen_widened: Vec<_> = analysis.widened_biases.iter().filter(|w| chosen_weights.contains(&w.bias)).collect();
-    let chosen_corrected: Vec<_> =
-        analysis.corrected_biases.iter().filter(|c| chosen_weights.contains(&c.bias)).collect();
+    let chosen: Vec<_> =
+        built.egraph.analysis.adjusted_biases.iter().filter(|a| chosen_weights.contains(&a.bias)).collect();
     let mut widened_bias: Vec<WidenedBias> = Vec::new();
     let mut bias_corrected: Vec<String> = Vec::new();
-    if !chosen_widened.is_empty() || !chosen_corrected.is_empty() {
+    if !chosen.is_empty() {
         // The layers' names, as export gave them (looked up only when needed).
         let origins = export::Origins::of(built);
-        let name = |layer: egg::Id, op: &str| {
-            let class = built.egraph.find(layer);
-            match origins.of_layer(class, op) {
+        for adjusted in chosen {
+            let class = built.egraph.find(adjusted.layer);
+            let layer = match origins.of_layer(class, adjusted.op) {
                 Some(origin) if !origin.name.is_empty() => origin.name.clone(),
                 _ => class_names.get(&class).cloned().unwrap_or_else(|| format!("e-class {class}")),
+            };
+            if !adjusted.widened.is_empty() && !widened_bias.iter().any(|w| w.layer == layer) {
+                widened_bias.push(WidenedBias { layer: layer.clone(), channels: adjusted.widened.clone() });
             }
-        };
-        for widened in chosen_widened {
-            let layer = name(widened.layer, widened.op);
-            if !widened_bias.iter().any(|w| w.layer == layer) {
-                widened_bias.push(WidenedBias { layer, channels: widened.channels.clone() });
-            }
-        }
-        for corrected in chosen_corrected {
-            let layer = name(corrected.layer, corrected.op);
-            if !bias_corrected.contains(&layer) {
+            if adjusted.corrected && !bias_corrected.contains(&layer) {
                 bias_corrected.push(layer);
             }
         }

@@ -21,7 +21,7 @@
 use egg::{Id, Subst, Symbol};
 use serde::Serialize;
 
-use super::analysis::{attrs_of, constant_of, is_absent, CorrectedBias, Graph, WidenedBias};
+use super::analysis::{attrs_of, constant_of, is_absent, AdjustedBias, Graph};
 use super::appliers::var;
 use super::language::{Onnx, WeightId};
 use crate::eval::calibrate::ActivationRange;
@@ -410,42 +410,38 @@ struct WeightOnlyCorrection {
     beta: f64,
 }
 
-/// The corrected float bias leaf of a weight-only layer (children as
-/// matched: input, weights, bias, ..., attributes).
+/// The corrected float bias leaf of a weight-only layer whose float
+/// weights are `weights` (children as matched: input, weights, bias, ...,
+/// attributes).
 fn weight_only_bias(
     egraph: &mut Graph,
     children: &[Id],
-    axes: WeightAxes,
+    weights: (&[f64], &[usize]),
+    spec: &WeightSpec,
     correction: WeightOnlyCorrection,
 ) -> Option<(Id, WeightId)> {
     if correction.beta == 0.0 {
         return None;
     }
-    let settings = egraph.analysis.quantization.clone()?;
-    let (values, dims) = float_weight(egraph, children[1])?;
-    let spec = axes.spec(&settings);
-    let attrs = *children.last()?;
-    let corrected = corrected_bias(
-        egraph,
-        children[0],
-        attrs,
-        correction.shift,
-        &values,
-        &dims,
-        &spec,
-        correction.bias.as_deref(),
-    )?;
+    let (values, dims) = weights;
+    let (input, attrs, bias) = (children[0], *children.last()?, correction.bias.as_deref());
+    let corrected = corrected_bias(egraph, input, attrs, correction.shift, values, dims, spec, bias)?;
     let stored: Vec<f32> = corrected.iter().map(|b| (b / correction.beta) as f32).collect();
     let weight = egraph.analysis.intern_weight(tensor::from_f32("", &[stored.len() as i64], &stored), None);
     Some((egraph.add(Onnx::Weight(weight)), weight))
 }
 
-/// Weight-only alternative: the layer reads DequantizeLinear of integer
-/// weights (per channel along `axes.output`, or in blocks along `axes.input`).
-fn weight_only_layer(egraph: &mut Graph, w: Id, axes: WeightAxes, settings: &QuantSettings) -> Option<(Id, f64)> {
-    let (values, dims) = float_weight(egraph, w)?;
-    let spec = axes.spec(settings);
-    let weights = quantize_weights(egraph, &values, &dims, &spec, None, settings)?;
+/// Weight-only alternative of float weights `values` of shape `dims`: the
+/// layer reads DequantizeLinear of integer weights (per channel or in
+/// blocks, as `spec` says).
+fn weight_only_layer(
+    egraph: &mut Graph,
+    values: &[f64],
+    dims: &[usize],
+    spec: &WeightSpec,
+    settings: &QuantSettings,
+) -> Option<(Id, f64)> {
+    let weights = quantize_weights(egraph, values, dims, spec, None, settings)?;
     let attributes = match (spec.block, spec.channel_axis) {
         (Some((axis, size)), _) => super::analysis::OpAttrs::default()
             .with(attribute::int("axis", axis as i64))
@@ -460,23 +456,27 @@ fn weight_only_layer(egraph: &mut Graph, w: Id, axes: WeightAxes, settings: &Qua
     Some((add_typed_op(egraph, "DequantizeLinear", inputs, attrs, DataType::Float, shape), weights.error))
 }
 
-/// Replaces the weight child (index 1) of the matched layer with its
-/// weight-only quantized form, wrapped as an approximation; with a
-/// correction, the bias child (index 2) with the corrected bias.
+/// Replaces the weight child (index 1) of the matched layer, whose float
+/// weights are `weights`, with its weight-only quantized form, wrapped as an
+/// approximation; with a correction, the bias child (index 2) with the
+/// corrected bias.
 fn weight_only_alternative(
     egraph: &mut Graph,
     root: Id,
     op: &'static str,
     children: Vec<Id>,
+    weights: (&[f64], &[usize]),
     axes: WeightAxes,
     correction: Option<WeightOnlyCorrection>,
 ) -> Option<Id> {
     let settings = egraph.analysis.quantization.clone()?;
-    let (weight, error) = weight_only_layer(egraph, children[1], axes, &settings)?;
+    let spec = axes.spec(&settings);
+    let (weight, error) = weight_only_layer(egraph, weights.0, weights.1, &spec, &settings)?;
     let mut inputs = children;
-    if let Some((bias, id)) = correction.and_then(|c| weight_only_bias(egraph, &inputs, axes, c)) {
+    if let Some((bias, id)) = correction.and_then(|c| weight_only_bias(egraph, &inputs, weights, &spec, c)) {
         inputs[2] = bias;
-        egraph.analysis.corrected_biases.push(CorrectedBias { layer: root, op, bias: id });
+        let adjusted = AdjustedBias { layer: root, op, bias: id, corrected: true, widened: Vec::new() };
+        egraph.analysis.adjusted_biases.push(adjusted);
     }
     inputs[1] = weight;
     let attrs = inputs.pop()?;
@@ -527,12 +527,10 @@ fn integer_linear(egraph: &mut Graph, root: Id, layer: LinearLayer) -> Option<Id
     let bias = corrected.as_deref().or(layer.bias.as_deref()).map(|b| (b, input.scale_value));
     let weights = quantize_weights(egraph, &layer.weights, &layer.dims, &spec, bias, &settings)?;
     let op = float_operator(layer.op).unwrap_or(layer.op);
-    if let Some((_, bias)) = weights.bias.filter(|_| !weights.widened.is_empty()) {
-        let widened = WidenedBias { layer: root, op, bias, channels: weights.widened.clone() };
-        egraph.analysis.widened_biases.push(widened);
-    }
-    if let Some((_, bias)) = weights.bias.filter(|_| corrected.is_some()) {
-        egraph.analysis.corrected_biases.push(CorrectedBias { layer: root, op, bias });
+    if let Some((_, bias)) = weights.bias.filter(|_| corrected.is_some() || !weights.widened.is_empty()) {
+        let corrected = corrected.is_some();
+        let adjusted = AdjustedBias { layer: root, op, bias, corrected, widened: weights.widened.clone() };
+        egraph.analysis.adjusted_biases.push(adjusted);
     }
     let absent = egraph.add(Onnx::Absent);
     let bias = weights.bias.map_or(absent, |(leaf, _)| leaf);
@@ -577,7 +575,15 @@ pub(super) fn quantize_conv(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
     };
     if weights_only(egraph) {
         let correction = WeightOnlyCorrection { shift: Shift::Conv, bias, beta: 1.0 };
-        return weight_only_alternative(egraph, root, "Conv", vec![x, w, b, attrs], CONV_AXES, Some(correction));
+        return weight_only_alternative(
+            egraph,
+            root,
+            "Conv",
+            vec![x, w, b, attrs],
+            (&values, &dims),
+            CONV_AXES,
+            Some(correction),
+        );
     }
     let layer = LinearLayer {
         op: "QLinearConv",
@@ -604,7 +610,7 @@ pub(super) fn quantize_matmul(egraph: &mut Graph, root: Id, subst: &Subst, _op: 
     }
     if weights_only(egraph) {
         // No bias input to correct.
-        return weight_only_alternative(egraph, root, "MatMul", vec![x, w, attrs], MATMUL_AXES, None);
+        return weight_only_alternative(egraph, root, "MatMul", vec![x, w, attrs], (&values, &dims), MATMUL_AXES, None);
     }
     let layer = LinearLayer {
         op: "QLinearMatMul",
@@ -648,7 +654,7 @@ pub(super) fn quantize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
     let shift = Shift::Gemm { transposed: trans_b };
     if weights_only(egraph) {
         let correction = bias.map(|bias| WeightOnlyCorrection { shift, bias, beta: f64::from(beta) });
-        return weight_only_alternative(egraph, root, "Gemm", vec![x, w, c, attrs], axes, correction);
+        return weight_only_alternative(egraph, root, "Gemm", vec![x, w, c, attrs], (&values, &dims), axes, correction);
     }
     let bias = bias?;
     let attributes = super::analysis::OpAttrs::default()
