@@ -498,7 +498,9 @@ def score(kind, session, feeds, items, names):
     else:
         said = [ctc_decode(output, names).strip(" ") for output in outputs]
         truth = [line.text for line in items]
-    wrong = [(right, answer) for answer, right in zip(said, truth) if answer != right]
+    labels = [f"page {index} turned {right}" if kind == "orient" else item.text
+              for index, (item, right) in enumerate(zip(items, truth))]
+    wrong = [(label, answer) for label, answer, right in zip(labels, said, truth) if answer != right]
     result = {"accuracy": 100.0 * (1 - len(wrong) / len(items)), "errors": wrong}
     if kind == "rec":
         result["cer"] = float(np.mean([edit_distance(a, t) / len(t) for a, t in zip(said, truth)]))
