@@ -210,3 +210,18 @@ fn unknown_pass_family() {
     assert!(common::stderr(&run).contains("magic"));
     assert!(!out.exists());
 }
+
+/// A rules file whose guard has ')' before '(' panicked in the parser (exit 101).
+#[test]
+fn malformed_rules_file() {
+    let model = common::repo().join("golden/resnet_block_op13/model.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write(dir.path(), "mine.rules", b"r: (Relu ?x ?a) => ?x if g)(\n");
+    let out = dir.path().join("o.onnx");
+    let args = ["optimize", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--rules", rules.to_str().unwrap()];
+    let run = common::pare(&args);
+    let message = common::stderr(&run);
+    assert_eq!(run.status.code(), Some(2), "{message}");
+    assert!(message.contains("mine.rules") && message.contains("rule 'r'"), "{message}");
+    assert!(!out.exists());
+}

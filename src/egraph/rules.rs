@@ -118,8 +118,11 @@ fn parse_guards(text: &str) -> Result<Vec<(String, Vec<String>)>, String> {
     let mut rest = text.trim();
     while !rest.is_empty() {
         let open = rest.find('(').ok_or_else(|| format!("guard '{rest}' needs (arguments)"))?;
-        let close = rest.find(')').ok_or_else(|| format!("guard '{rest}' is missing ')'"))?;
+        let close = open + rest[open..].find(')').ok_or_else(|| format!("guard '{rest}' is missing ')'"))?;
         let name = rest[..open].trim().to_string();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(format!("guard '{rest}' needs a name before its (arguments)"));
+        }
         let args = rest[open + 1..close].split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
         guards.push((name, args));
         rest = rest[close + 1..].trim_start().trim_start_matches(',').trim_start();
@@ -319,5 +322,15 @@ mod tests {
         assert!(err.reason.contains("left side"), "{err}");
         assert!(parse("user", "mine.rules", "no arrow here").is_err());
         assert!(parse("user", "mine.rules", "a: builtin\na: builtin").is_err());
+    }
+
+    /// Found by a user (and the rules fuzzer): a ')' before the '(' sliced backwards and panicked.
+    #[test]
+    fn malformed_guards_are_errors_not_panics() {
+        for guards in ["g)(", ")(", "g(?x", "(?x)", "g(?x) h", "g(?x)) (", "é)(x"] {
+            let text = format!("r: (Relu ?x ?a) => ?x if {guards}");
+            let err = parse("user", "mine.rules", &text).unwrap_err();
+            assert!(err.to_string().contains("mine.rules: rule 'r'"), "{guards}: {err}");
+        }
     }
 }
