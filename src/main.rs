@@ -35,7 +35,7 @@ enum Command {
         json: bool,
     },
     /// Optimize a model and write the result (only if it verifies).
-    Optimize(OptimizeArgs),
+    Optimize(Box<OptimizeArgs>),
     /// List every pass family and rule, with the guards and appliers rules may use.
     Passes,
     /// Compare a candidate model's outputs with a reference model's or with golden outputs.
@@ -112,6 +112,16 @@ struct OptimizeArgs {
     /// elements along the input axis (opset 21) instead of per channel.
     #[arg(long, value_name = "N")]
     block_size: Option<usize>,
+    /// Keep measured timings in this JSON file and reuse them: a rerun with
+    /// the same cache makes the same choices and writes the same bytes. Keyed
+    /// by operator configuration (or set of candidates), ONNX Runtime
+    /// version and CPU features; timings it lacks are measured and added.
+    #[arg(long, value_name = "FILE.json")]
+    cost_cache: Option<PathBuf>,
+    /// With --cost-cache: a timing the cache lacks is an error (exit 2), so
+    /// a pipeline never measures, and its output never changes.
+    #[arg(long, requires = "cost_cache")]
+    cost_cache_frozen: bool,
     /// Keep each quantized Conv's and Gemm's bias as it was. By default,
     /// with --calib, the bias takes back the mean shift that rounding the
     /// layer's weights causes on the calibration data (bias correction;
@@ -150,6 +160,10 @@ struct OptimizeArgs {
     ort_opt: OrtOptArg,
     #[command(flatten)]
     shapes: ShapeArgs,
+    /// Pieces of work run side by side (ONNX Runtime sessions, calibration
+    /// samples); default one per core. The output does not depend on it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    threads: Option<u64>,
     /// Store tensors in OUTPUT.data (default: only when the input did, or
     /// when the model would exceed protobuf's 2 GiB limit).
     #[arg(long, conflicts_with = "no_external_data")]
@@ -310,7 +324,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             let text = if json { serde_json::to_string_pretty(&report)? + "\n" } else { inspect::table(&report) };
             print_report(&text)?;
         }
-        Command::Optimize(args) => return optimize(args),
+        Command::Optimize(args) => return optimize(*args),
         Command::Passes => print_report(&pare::passes::listing()?)?,
     }
     Ok(Outcome::Success)
@@ -384,15 +398,55 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
         profile,
     };
 
+    if let Some(threads) = args.threads {
+        pare::parallel::set_threads(threads as usize);
+    }
     let loaded = pipeline::load(&args.input, &fixed)?;
     let mut options = options;
+    let cost_cache = match &args.cost_cache {
+        Some(path) => Some(
+            pare::cost::cache::CostCache::open(path, args.cost_cache_frozen, pare::cost::cache::this_machine())?
+                .shared(),
+        ),
+        None => None,
+    };
+    // Without samples, open dims run at guessed sizes, which may not suit the model.
+    let guess = (args.calib.is_none() && pare::samples::has_open_dims(&loaded.model)).then(|| {
+        let specs = pare::samples::representative_specs(&loaded.model).unwrap_or_default();
+        let shapes: Vec<(String, Vec<i64>)> =
+            specs.into_iter().map(|s| (s.name, s.shape.iter().map(|&d| d as i64).collect())).collect();
+        format!(
+            "the model's inputs leave dims open and no sample shows their size, so pare ran it at {}; \
+             if it cannot run there, give --input-shape NAME=DIMS or --calib DIR",
+            pipeline::shapes_text(&shapes).join(", ")
+        )
+    });
     if let Some(mode) = args.quantize {
-        options.quantization = Some(quantization(&args, mode, &options.profile, &loaded.model, &fixed)?);
+        let cache = cost_cache.clone().unwrap_or_else(|| {
+            let machine = if args.cost_model == CostModelArg::Measured && mode == QuantizeArg::Auto {
+                pare::cost::cache::this_machine()
+            } else {
+                String::new()
+            };
+            pare::cost::cache::CostCache::in_memory(machine).shared()
+        });
+        let quantization = quantization(&args, mode, &options.profile, &loaded.model, &fixed, cache);
+        options.quantization = Some(at_guessed_shape(quantization, &guess)?);
     }
     let had_external_data = loaded.had_external_data;
     let before = pipeline::summarize(&loaded.model, &options.profile);
     let original = loaded.model.clone();
-    let (optimized, engine) = pipeline::optimize(loaded.model, &args.input, &fixed, &options)?;
+    let optimized = pipeline::optimize(loaded.model, &args.input, &fixed, &options).map_err(anyhow::Error::from);
+    let (optimized, engine) = at_guessed_shape(optimized, &guess)?;
+    // The timings are kept whatever verification says of the model.
+    let cost_cache = match &cost_cache {
+        Some(cache) => {
+            let cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.save()?;
+            Some(cache.summary())
+        }
+        None => None,
+    };
     let after = pipeline::summarize(&optimized, &options.profile);
     let label = format!("{} (optimized)", args.input.display());
     let proto = pare::ir::export(optimized).with_context(|| label.clone())?;
@@ -407,19 +461,21 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
             .with_context(|| format!("cannot verify {hint}"))?;
         let mut candidate =
             Runtime::from_model(&proto, &label, choice, &fixed).with_context(|| format!("cannot verify {hint}"))?;
-        // Dims left symbolic are verified at 1 (fix them with --input-shape).
+        // Real samples when there are any (each at its own shape), else
+        // seeded random ones at the representative shapes.
         let samples: Box<dyn Iterator<Item = Result<pare::samples::Sample, pare::samples::SampleError>>> =
-            match (&args.calib, args.quantize) {
-                // A quantized model is verified on the data it was calibrated for.
-                (Some(dir), Some(QuantizeArg::Auto | QuantizeArg::All)) => Box::new(
+            match &args.calib {
+                Some(dir) => Box::new(
                     pare::samples::from_folder(dir, &pare::samples::input_names(&original))?.take(args.samples),
                 ),
-                _ => {
-                    let specs = pare::samples::input_specs_filled(&original, 1)?;
+                None => {
+                    let specs = pare::samples::representative_specs(&original)?;
                     Box::new(pare::samples::random(&specs, args.samples, args.seed)?.map(Ok))
                 }
             };
-        let mut verified = pare::verify::compare(&mut candidate, Some(&mut reference), samples, &tolerance, &label)?;
+        let verified = pare::verify::compare(&mut candidate, Some(&mut reference), samples, &tolerance, &label);
+        let mut verified = at_guessed_shape(verified.map_err(anyhow::Error::from), &guess)?;
+        verified.warn_if_degenerate(&original);
         // A quantized model also needs its integer kernels to agree with its
         // reference semantics within the tolerance.
         let check = engine.as_ref().and_then(|e| e.quantization.as_ref()).and_then(|q| q.kernel_check.as_ref());
@@ -430,7 +486,11 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
         Some(verified)
     };
     let passed = verification.as_ref().is_none_or(|v| v.passed);
-    let report = OptimizeReport::new(&options, before, after, engine, verification);
+    let mut report = OptimizeReport::new(&options, before, after, engine, verification);
+    report.cost_cache = cost_cache;
+    for warning in report.verification.iter().flat_map(|v| &v.warnings) {
+        eprintln!("pare: warning: {warning}");
+    }
     let text = optimize_report::table(&report);
     if args.output.as_os_str() == "-" {
         eprint!("{text}");
@@ -469,6 +529,14 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// An error of a run at guessed input shapes, with the guess said beside it.
+fn at_guessed_shape<T>(result: Result<T>, guess: &Option<String>) -> Result<T> {
+    match guess {
+        Some(guess) => result.context(guess.clone()),
+        None => result,
+    }
+}
+
 /// The summed measured layer sensitivity (relative L2 of the output)
 /// `--quantize auto` keeps within when no --budget is given: half the
 /// tolerance it verifies against, as sensitivities only roughly add up.
@@ -485,6 +553,7 @@ fn quantization(
     profile: &pare::cost::DeviceProfile,
     model: &pare::ir::Model,
     fixed: &[(String, Vec<i64>)],
+    cost_cache: pare::cost::cache::SharedCostCache,
 ) -> Result<pare::egraph::Quantization> {
     use pare::egraph::quantize::{ActivationType, QuantMode, QuantSettings};
     use pare::eval::calibrate::RangeMethod;
@@ -539,6 +608,15 @@ fn quantization(
         }
         None => None,
     };
+    // Where the model leaves dims open, latencies are measured at the
+    // median calibration sample's shapes (or the guessed ones).
+    let representative = match &calibrated {
+        Some(calibrated) => calibrated.representative.clone(),
+        None => pare::samples::representative_specs(model)?
+            .into_iter()
+            .map(|spec| (spec.name, spec.shape.iter().map(|&d| d as i64).collect()))
+            .collect(),
+    };
     let (ranges, means, probe, calibration) = match calibrated {
         Some(calibrated) => {
             let summary = pare::quantization_report::CalibrationSummary {
@@ -566,6 +644,9 @@ fn quantization(
         check_saturation,
         sensitivity: Default::default(),
         calibration,
+        representative,
+        cost_cache,
+        pinned: None,
     })
 }
 
@@ -599,13 +680,17 @@ fn verify(args: VerifyArgs) -> Result<Outcome> {
                 Box::new(samples::from_folder(dir, &samples::input_names(&candidate_model))?)
             }
             (None, None) => {
-                let specs = samples::input_specs(&candidate_model)?;
+                let specs = samples::representative_specs(&candidate_model)?;
                 Box::new(samples::random(&specs, args.samples, args.seed)?.map(Ok))
             }
         };
 
     let label = candidate_path.display().to_string();
-    let report = pare::verify::compare(&mut candidate, reference.as_mut(), sample_source, &tolerance, &label)?;
+    let mut report = pare::verify::compare(&mut candidate, reference.as_mut(), sample_source, &tolerance, &label)?;
+    report.warn_if_degenerate(&candidate_model);
+    for warning in &report.warnings {
+        eprintln!("pare: warning: {warning}");
+    }
     let text = if args.json { serde_json::to_string_pretty(&report)? + "\n" } else { pare::verify::table(&report) };
     print_report(&text)?;
     Ok(if report.passed { Outcome::Success } else { Outcome::VerificationFailed })

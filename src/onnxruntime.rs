@@ -130,7 +130,31 @@ fn session_builder(
         .with_optimization_level(level)
         .map_err(|e| run_error(e.to_string()))?
         .with_intra_threads(1)
+        .map_err(|e| run_error(e.to_string()))?
+        // Sessions run side by side on few cores: a spinning thread would starve its neighbours.
+        .with_intra_op_spinning(false)
         .map_err(|e| run_error(e.to_string()))
+}
+
+/// The loaded ONNX Runtime's version (`onnxruntime 1.23.2`), for the cost
+/// cache's keys: from the library's file name (`libonnxruntime.so.1.23.2`),
+/// else its build's commit; fails when it cannot be loaded.
+pub fn version() -> Result<String, OrtError> {
+    environment()?;
+    let library = find_library()?;
+    let name = library.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let from_name: String = name
+        .split('.')
+        .skip_while(|part| !part.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .take_while(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()))
+        .collect::<Vec<_>>()
+        .join(".");
+    if !from_name.is_empty() {
+        return Ok(format!("onnxruntime {from_name}"));
+    }
+    let info = std::panic::catch_unwind(ort::info).unwrap_or("unknown build");
+    let commit = info.split(',').find_map(|part| part.trim().strip_prefix("git-commit-id=")).unwrap_or(info);
+    Ok(format!("onnxruntime build {commit}"))
 }
 
 impl OrtSession {

@@ -25,6 +25,9 @@ pub struct OptimizeReport {
     pub engine: Option<EngineReport>,
     /// null when not verified (`--no-verify`, or nothing changed).
     pub verification: Option<crate::verify::Report>,
+    /// With `--cost-cache`: the file, the machine its timings were filed
+    /// under, how many were found, and the misses measured in this run.
+    pub cost_cache: Option<crate::cost::cache::CacheSummary>,
 }
 
 impl OptimizeReport {
@@ -44,6 +47,7 @@ impl OptimizeReport {
             after,
             engine,
             verification,
+            cost_cache: None,
         }
     }
 }
@@ -108,10 +112,28 @@ pub fn table(report: &OptimizeReport) -> String {
     if let Some(quantization) = report.engine.as_ref().and_then(|e| e.quantization.as_ref()) {
         quantization.table(&mut out);
     }
+    if let Some(engine) = report.engine.as_ref().filter(|e| !e.timing_shapes.is_empty()) {
+        let _ = writeln!(out, "latencies measured at: {}", engine.timing_shapes.join(", "));
+    }
+    if let Some(cache) = &report.cost_cache {
+        let file = cache.file.as_ref().map_or("(in memory)".into(), |f| f.display().to_string());
+        let _ = writeln!(
+            out,
+            "cost cache {file}: {} timings found, {} measured and added ({})",
+            cache.hits,
+            cache.misses.len(),
+            cache.machine
+        );
+    }
     match &report.verification {
         Some(v) if v.passed => {
             let worst = v.outputs.iter().map(|o| o.rel_l2).fold(0.0, f64::max);
-            let _ = writeln!(out, "verified: {} samples, worst rel L2 {worst:.2e}", v.samples);
+            let _ = writeln!(
+                out,
+                "verified: {} samples at {}, worst rel L2 {worst:.2e}",
+                v.samples,
+                v.input_shapes.join(", ")
+            );
         }
         Some(v) => {
             let _ = writeln!(out, "verification FAILED: {}", v.failures.join("; "));

@@ -6,12 +6,28 @@
 //! run alone) and of `--quantize auto`'s candidate check. Calibration runs its samples through
 //! the embedded evaluator the same way, a round of one per core at a time.
 
-/// `work` applied to every item, the items shared out among one thread per
-/// core but at most `at_most` threads (work that holds a whole model in
-/// memory bounds it); results in item order. A panic in `work` is re-raised.
+/// The threads `--threads` allows (0: one per core).
+static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Limits the work run side by side to `threads` at once (0: one per core).
+/// Results never depend on it: only how long a run takes does.
+pub fn set_threads(threads: usize) {
+    THREADS.store(threads, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How many pieces of work run side by side: `--threads`, else one per core.
+pub fn threads() -> usize {
+    match THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        threads => threads,
+    }
+}
+
+/// `work` applied to every item, the items shared out among [`threads`]
+/// threads but at most `at_most` (work that holds a whole model in memory
+/// bounds it); results in item order. A panic in `work` is re-raised.
 pub fn side_by_side<T: Sync, R: Send>(items: &[T], at_most: usize, work: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = cores.min(at_most).min(items.len()).max(1);
+    let workers = threads().min(at_most).min(items.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..workers)

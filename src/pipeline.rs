@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::cost::cache::{key_of, Interval};
 use crate::cost::{graph_estimate, DeviceProfile};
 use crate::egraph::{self, EgraphError, EngineReport};
 use crate::eval::calibrate::{self, Calibration, RangeMethod};
@@ -32,6 +33,11 @@ pub enum PipelineError {
     Engine { path: PathBuf, reason: EgraphError },
     #[error("{path}: calibration: {reason}")]
     Calibration { path: PathBuf, reason: String },
+    #[error(
+        "{sample}: input '{input}' has shape {actual}, but {model} takes {expected} \
+         (as declared, or fixed by --input-shape)"
+    )]
+    SampleShape { sample: String, input: String, actual: String, model: PathBuf, expected: String },
     #[error("{path}: writing QDQ nodes: {reason}")]
     Qdq { path: PathBuf, reason: QdqError },
     #[error("{path}: timing the candidates in ONNX Runtime: {reason} (or pass --cost-model profile)")]
@@ -87,6 +93,9 @@ pub enum CalibrationSource {
 pub struct Calibrated {
     pub calibration: Calibration,
     pub probe: Vec<Vec<crate::eval::NamedTensor>>,
+    /// The median sample's input shapes, at which latencies are measured
+    /// ([`samples::median_shapes`]).
+    pub representative: Vec<(String, Vec<i64>)>,
 }
 
 /// Samples kept in [`Calibrated::probe`].
@@ -123,11 +132,14 @@ pub fn calibrate(
     let inputs: Vec<Vec<crate::eval::NamedTensor>> = match source {
         CalibrationSource::Folder(dir) => samples::from_folder(dir, &samples::input_names(model))
             .map_err(|e| failed(e.to_string()))?
-            .map(|sample| sample.map(|s| s.inputs))
-            .collect::<Result<_, _>>()
-            .map_err(|e| failed(e.to_string()))?,
+            .map(|sample| {
+                let sample = sample.map_err(|e| failed(e.to_string()))?;
+                check_sample_shapes(model, path, &sample)?;
+                Ok(sample.inputs)
+            })
+            .collect::<Result<_, PipelineError>>()?,
         CalibrationSource::Random { count, seed } => {
-            let specs = samples::input_specs_filled(model, 1).map_err(|e| failed(e.to_string()))?;
+            let specs = samples::representative_specs(model).map_err(|e| failed(e.to_string()))?;
             samples::random(&specs, *count, *seed).map_err(|e| failed(e.to_string()))?.map(|s| s.inputs).collect()
         }
     };
@@ -135,9 +147,36 @@ pub fn calibrate(
         return Err(failed("no calibration samples".into()));
     }
     let probe = inputs.iter().take(PROBE_SAMPLES).cloned().collect();
+    let representative = samples::median_shapes(&inputs);
     let mean_of = if means { corrected_layer_inputs(model) } else { Default::default() };
     let calibration = calibrate::calibrate(&evaluator, inputs, method, &mean_of).map_err(|e| failed(e.to_string()))?;
-    Ok(Calibrated { calibration, probe })
+    Ok(Calibrated { calibration, probe, representative })
+}
+
+/// A sample whose input shape the model (or `--input-shape`) does not take
+/// is refused naming the sample and the model; open dims take any size, so
+/// each sample keeps its own shape.
+fn check_sample_shapes(model: &Model, path: &Path, sample: &samples::Sample) -> Result<(), PipelineError> {
+    let graph = &model.graph;
+    for input in &sample.inputs {
+        let Some(value) = graph.inputs.iter().map(|io| graph.value(io.value)).find(|v| v.name == input.name) else {
+            continue;
+        };
+        let Some(shape) = value.shape.as_ref() else { continue };
+        let actual = input.tensor.shape();
+        let fits = shape.rank() == actual.len()
+            && shape.0.iter().zip(actual).all(|(dim, &size)| dim.known().is_none_or(|d| d == size as i64));
+        if !fits {
+            return Err(PipelineError::SampleShape {
+                sample: sample.source.clone(),
+                input: input.name.clone(),
+                actual: samples::dims_text(actual),
+                model: path.to_path_buf(),
+                expected: shape.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The data inputs of the layers whose quantized form gets a corrected bias
@@ -260,6 +299,7 @@ pub fn optimize(
     let Some(quantization) = options.quantization.as_ref().filter(|q| q.measure && !q.force) else {
         return optimize_once(model, path, fixed, options);
     };
+    let quantization_shapes = quantization.representative.clone();
     let float_options = egraph::Options {
         families: options.families.iter().filter(|f| *f != QUANT_FAMILY).cloned().collect(),
         quantization: None,
@@ -335,35 +375,67 @@ pub fn optimize(
             Ok((format!("{} ({name})", path.display()), proto))
         })
         .collect::<Result<Vec<_>, PipelineError>>()?;
-    // A candidate ONNX Runtime cannot run is never chosen (the float one always can).
-    let timed = crate::cost::measure::time_models(&protos, END_TO_END_ROUNDS);
-    if let Err(error) = &timed[0] {
-        return Err(PipelineError::Measure { path: path.to_path_buf(), reason: error.to_string() });
-    }
-    let seconds: Vec<f64> = timed.iter().map(|t| *t.as_ref().unwrap_or(&f64::INFINITY)).collect();
     // Measured, a candidate ONNX Runtime could not run on the probe is not eligible either.
     let eligible = |index: usize| match output_errors[index] {
         Some(error) => error <= options.budget,
         None => reference.is_none(),
     };
-    let fastest = (0..seconds.len())
-        .filter(|&index| eligible(index))
-        .min_by(|&a, &b| seconds[a].total_cmp(&seconds[b]))
-        .unwrap_or(0);
-    let timings: Vec<egraph::CandidateTiming> = candidates
+    // Ties go to the candidate with fewer approximated layers (the float one first).
+    let approximated: Vec<usize> = candidates
         .iter()
-        .zip(&timed)
-        .enumerate()
-        .map(|(i, ((name, _, _), timed))| egraph::CandidateTiming {
-            candidate: name.clone(),
-            seconds: *timed.as_ref().unwrap_or(&f64::INFINITY),
-            error: timed.as_ref().err().map(ToString::to_string),
-            output_error: output_errors[i].filter(|_| seconds[i].is_finite()),
-            chosen: i == fastest,
+        .map(|(_, optimized, _)| {
+            let forms = LayerForms::of(optimized);
+            forms.integer.len() + forms.weight_only.len()
         })
         .collect();
-    // The sensitivities measured for the budgeted candidate are reported whichever wins.
+    let mut preference: Vec<usize> = (0..candidates.len()).filter(|&index| eligible(index)).collect();
+    preference.sort_by_key(|&index| (approximated[index], index));
+    if preference.first() != Some(&0) {
+        preference.insert(0, 0);
+    }
+    let rounds = time_candidates(&protos, &preference, quantization, path)?;
+    let times: Vec<Option<&[f64]>> = rounds.iter().map(|r| r.as_ref().ok().map(Vec::as_slice)).collect();
+    let verdict = crate::cost::choose::clearly_fastest(&times, &preference);
+    let fastest = verdict.chosen;
+    let timings: Vec<egraph::CandidateTiming> = candidates
+        .iter()
+        .zip(&rounds)
+        .enumerate()
+        .map(|(i, ((name, _, _), timed))| {
+            let interval = timed.as_ref().ok().and_then(|runs| Interval::of_runs(runs));
+            egraph::CandidateTiming {
+                candidate: name.clone(),
+                seconds: interval.map_or(f64::INFINITY, |t| t.median),
+                interval,
+                rounds: timed.as_ref().map_or(0, Vec::len),
+                error: timed.as_ref().err().cloned(),
+                output_error: output_errors[i].filter(|_| interval.is_some()),
+                approximated_layers: approximated[i],
+                chosen: i == fastest,
+            }
+        })
+        .collect();
+    let decisions = verdict
+        .comparisons
+        .iter()
+        .map(|c| egraph::CandidateComparison {
+            candidate: candidates[c.candidate].0.clone(),
+            against: candidates[c.against].0.clone(),
+            ratio: c.ratio,
+            outcome: c.outcome,
+        })
+        .collect();
+    // The sensitivities measured for the budgeted candidate, and the operator
+    // latencies every candidate's extraction looked up, are reported whichever wins.
     let layer_sensitivity = candidates[1].2.as_ref().map(|r| r.layer_sensitivity.clone()).unwrap_or_default();
+    let mut operator_timings: Vec<crate::cost::measure::OperatorTiming> = Vec::new();
+    for timing in candidates.iter().filter_map(|(_, _, r)| r.as_ref()).flat_map(|r| &r.operator_timings) {
+        if !operator_timings.iter().any(|known| known.operator == timing.operator) {
+            operator_timings.push(timing.clone());
+        }
+    }
+    let measured_configurations =
+        candidates.iter().filter_map(|(_, _, r)| r.as_ref()).map(|r| r.measured_configurations).sum();
     // The float candidate reports the settings it was compared at and its
     // float layers (the kernel check and the biases were of another model).
     let quantization = candidates[1].2.as_ref().and_then(|r| r.quantization.clone()).map(|q| {
@@ -380,12 +452,77 @@ pub fn optimize(
         .and_then(|r| r.quantization.clone())
         .or(quantization)
         .map(|q| crate::quantization_report::QuantizationReport { layers: LayerForms::of(&optimized), ..q });
-    let report = report.map(|r| EngineReport { end_to_end: timings, layer_sensitivity, quantization, ..r });
+    let timing_shapes = if samples::has_open_dims(&optimized) { shapes_text(&quantization_shapes) } else { Vec::new() };
+    let report = report.map(|r| EngineReport {
+        end_to_end: timings,
+        end_to_end_decisions: decisions,
+        timing_shapes,
+        operator_timings,
+        measured_configurations,
+        layer_sensitivity,
+        quantization,
+        ..r
+    });
     Ok((optimized, report))
 }
 
-/// Rounds of the side-by-side timing of `--quantize auto`'s candidates.
+/// `--quantize auto`'s candidates timed side by side in ONNX Runtime at the
+/// representative input shapes, each candidate's time in every round: from
+/// the cost cache when it has this set of candidates, else measured —
+/// [`END_TO_END_ROUNDS`] rounds at a time, until the choice among the
+/// `preference` candidates is no longer within the noise or
+/// [`END_TO_END_MAX_ROUNDS`] have run — and added to it.
+fn time_candidates(
+    protos: &[(String, crate::onnx::proto::ModelProto)],
+    preference: &[usize],
+    quantization: &egraph::Quantization,
+    path: &Path,
+) -> Result<Vec<Result<Vec<f64>, String>>, PipelineError> {
+    use prost::Message;
+    let measure_error = |reason: String| PipelineError::Measure { path: path.to_path_buf(), reason };
+    let mut identity: Vec<u8> =
+        protos.iter().flat_map(|(_, proto)| key_of(&proto.encode_to_vec()).into_bytes()).collect();
+    identity.extend(format!("{:?}", quantization.representative).into_bytes());
+    let key = key_of(&identity);
+    let what: Vec<String> = protos.iter().map(|(label, _)| label.clone()).collect();
+    let cached = quantization
+        .cost_cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .candidates(&key, || what.join(" vs "))
+        .map_err(|e| measure_error(e.to_string()))?;
+    let rounds = match cached {
+        Some(entry) => entry.rounds,
+        None => {
+            let mut timing = crate::cost::measure::SideBySide::open(protos, &quantization.representative);
+            loop {
+                timing.run(END_TO_END_ROUNDS);
+                let times: Vec<Option<&[f64]>> =
+                    timing.rounds.iter().map(|r| r.as_ref().ok().map(Vec::as_slice)).collect();
+                let done = times.iter().flatten().map(|t| t.len()).max().unwrap_or(0) >= END_TO_END_MAX_ROUNDS;
+                if done || !crate::cost::choose::clearly_fastest(&times, preference).undecided() {
+                    break;
+                }
+            }
+            let rounds: Vec<Result<Vec<f64>, String>> =
+                timing.rounds.into_iter().map(|r| r.map_err(|e| e.to_string())).collect();
+            let entry = crate::cost::cache::RoundsEntry { what, rounds: rounds.clone() };
+            quantization.cost_cache.lock().unwrap_or_else(|p| p.into_inner()).put_candidates(key, entry);
+            rounds
+        }
+    };
+    // The float candidate always runs; when it cannot, nothing can be timed.
+    if let Some(Err(error)) = rounds.first() {
+        return Err(measure_error(error.clone()));
+    }
+    Ok(rounds)
+}
+
+/// Rounds of the side-by-side timing of `--quantize auto`'s candidates, at
+/// first and per extension while the choice is within the noise,
 const END_TO_END_ROUNDS: usize = 15;
+/// and at most.
+const END_TO_END_MAX_ROUNDS: usize = 60;
 
 /// `--quantize auto` builds a second budgeted candidate when the first one's
 /// measured output error is below this share of the budget,
@@ -457,7 +594,14 @@ fn optimize_once(
         let (optimized, report) = optimize_once(model, path, fixed, &measured_options)?;
         return Ok((optimized, report.map(|r| EngineReport { layer_sensitivity: measured.layers, ..r })));
     }
-    let (mut optimized, report) = egraph::optimize(&model, options).map_err(engine_error)?;
+    let (mut optimized, report) = match options
+        .quantization
+        .as_ref()
+        .filter(|q| quantizing && q.measure && !q.force && q.pinned.is_none() && samples::has_open_dims(&model))
+    {
+        Some(quantization) => optimize_at_representative_shape(&model, path, fixed, options, quantization)?,
+        None => egraph::optimize(&model, options).map_err(engine_error)?,
+    };
     if quantizing {
         ir::lower_to_qdq(&mut optimized).map_err(|reason| PipelineError::Qdq { path: path.to_path_buf(), reason })?;
     }
@@ -492,6 +636,61 @@ fn optimize_once(
         report = with_kernel_check(report, check);
     }
     Ok((optimized, Some(report)))
+}
+
+/// Input shapes as `name=1x3x48x320`.
+pub fn shapes_text(shapes: &[(String, Vec<i64>)]) -> Vec<String> {
+    shapes
+        .iter()
+        .map(|(name, dims)| format!("{name}={}", dims.iter().map(ToString::to_string).collect::<Vec<_>>().join("x")))
+        .collect()
+}
+
+/// The e-graph engine on a model whose inputs leave dims open, with
+/// measured costs: layer latencies can only be measured at concrete shapes,
+/// and rewrites must not rely on one. So the choice is made on the model
+/// with its open dims at the representative shapes (`quantization.representative`),
+/// and the model itself is then optimized with the same layers quantized
+/// ([`egraph::Quantization::pinned`]). The report keeps the first run's
+/// measured costs and extraction, and names the shapes.
+fn optimize_at_representative_shape(
+    model: &Model,
+    path: &Path,
+    fixed: &[(String, Vec<i64>)],
+    options: &egraph::Options,
+    quantization: &egraph::Quantization,
+) -> Result<(Model, EngineReport), PipelineError> {
+    let engine_error = |reason| PipelineError::Engine { path: path.to_path_buf(), reason };
+    let ir_error = |reason| PipelineError::Ir { path: path.to_path_buf(), reason };
+    let mut shapes: Vec<(String, Vec<i64>)> = fixed.to_vec();
+    shapes.extend(quantization.representative.iter().filter(|(name, _)| fixed.iter().all(|(f, _)| f != name)).cloned());
+    let mut at_shape = model.clone();
+    ir::infer::infer(&mut at_shape, &shapes).map_err(ir_error)?;
+    if samples::has_open_dims(&at_shape) {
+        let open: Vec<String> = samples::input_names(model);
+        return Err(PipelineError::Measure {
+            path: path.to_path_buf(),
+            reason: format!(
+                "inputs {} leave dims open and no calibration sample shows their size; fix them with --input-shape",
+                open.join(", ")
+            ),
+        });
+    }
+    let (_, chosen) = egraph::optimize(&at_shape, options).map_err(engine_error)?;
+    let mut pinned_options = options.clone();
+    if let Some(q) = pinned_options.quantization.as_mut() {
+        q.pinned = Some(chosen.quantized_layers.clone());
+    }
+    let (optimized, report) = egraph::optimize(model, &pinned_options).map_err(engine_error)?;
+    let timing_shapes = shapes_text(&shapes);
+    let report = EngineReport {
+        extraction: chosen.extraction,
+        measured_configurations: chosen.measured_configurations,
+        operator_timings: chosen.operator_timings,
+        timing_shapes,
+        ..report
+    };
+    Ok((optimized, report))
 }
 
 /// The report with the kernel check in its quantization section.

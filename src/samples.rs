@@ -1,7 +1,15 @@
-//! Where verification samples come from: ONNX test_data_set folders (inputs
-//! with their golden outputs), a folder of `.npy`/`.pb` input files, or
-//! seeded random inputs shaped from the model. Samples are loaded one at a
-//! time, so a long run never holds more than one sample in memory.
+//! Where verification and calibration samples come from, and at which shapes:
+//! ONNX test_data_set folders (inputs with their golden outputs), a folder of
+//! `.npy`/`.pb` input files, or seeded random inputs shaped from the model.
+//! Samples are loaded one at a time, so a long run never holds more than one
+//! sample in memory.
+//!
+//! A model whose inputs leave dimensions open (`[?, 3, ?, ?]`) runs at a
+//! *representative shape*: the median calibration sample's shape when there
+//! are samples ([`median_shapes`]), else a guess ([`representative_specs`]:
+//! batch 1, image height and width 224, other open dims 32). A check run at a
+//! shape whose spatial dims are tiny (a 1x1 image) checks almost nothing:
+//! [`degenerate_inputs`] says which inputs are.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +39,8 @@ pub enum SampleError {
 pub struct Sample {
     pub inputs: Vec<NamedTensor>,
     pub expected: Vec<NamedTensor>,
+    /// Where it came from, for messages: a file or folder, or "random sample K".
+    pub source: String,
 }
 
 /// A graph input with a concrete type and shape, as random samples need.
@@ -51,6 +61,11 @@ fn fed_inputs(model: &Model) -> impl Iterator<Item = &crate::ir::Value> {
         .filter(|value| value.producer == Producer::GraphInput && value.initializer.is_none())
 }
 
+/// Whether some graph input the caller feeds leaves a dim open (after `--input-shape`).
+pub fn has_open_dims(model: &Model) -> bool {
+    fed_inputs(model).any(|value| value.shape.as_ref().is_none_or(|shape| shape.as_known().is_none()))
+}
+
 /// Names of the graph inputs a caller feeds, in order.
 pub fn input_names(model: &Model) -> Vec<String> {
     fed_inputs(model).map(|value| value.name.clone()).collect()
@@ -59,16 +74,38 @@ pub fn input_names(model: &Model) -> Vec<String> {
 /// The graph inputs a caller feeds, with their shapes, which must be fully
 /// known (after `--input-shape`).
 pub fn input_specs(model: &Model) -> Result<Vec<InputSpec>, SampleError> {
-    specs_with(model, None)
+    specs_with(model, false)
 }
 
-/// The graph inputs a caller feeds, with symbolic or unknown dims set to
-/// `fill` (a rank must still be known).
-pub fn input_specs_filled(model: &Model, fill: usize) -> Result<Vec<InputSpec>, SampleError> {
-    specs_with(model, Some(fill))
+/// The graph inputs a caller feeds at their representative shapes: open
+/// dims guessed by [`guessed_dim`] (a rank must still be known).
+pub fn representative_specs(model: &Model) -> Result<Vec<InputSpec>, SampleError> {
+    specs_with(model, true)
 }
 
-fn specs_with(model: &Model, fill: Option<usize>) -> Result<Vec<InputSpec>, SampleError> {
+/// The size pare guesses for the open dim `index` of an input of rank
+/// `rank` when no sample shows one: the batch (first of several dims) 1, an
+/// image's height and width (dims 2 and 3 of a rank-4 input) 224, any other 32.
+pub fn guessed_dim(index: usize, rank: usize) -> usize {
+    match (index, rank) {
+        (0, 2..) => 1,
+        (2 | 3, 4) => GUESSED_IMAGE_SIDE,
+        _ => GUESSED_OTHER_DIM,
+    }
+}
+
+/// The image side [`guessed_dim`] picks (ImageNet's; a multiple of 32, as
+/// detectors that downsample five times need).
+pub const GUESSED_IMAGE_SIDE: usize = 224;
+/// Any other open dim [`guessed_dim`] picks.
+const GUESSED_OTHER_DIM: usize = 32;
+
+/// A spatial dim (dim 2 or later of an input of rank 3 or more) below this
+/// makes a check degenerate: a conv net sees too few pixels for its
+/// outputs to mean anything.
+pub const DEGENERATE_BELOW: usize = 32;
+
+fn specs_with(model: &Model, guess: bool) -> Result<Vec<InputSpec>, SampleError> {
     fed_inputs(model)
         .map(|value| {
             let dynamic = || SampleError::DynamicInput {
@@ -76,18 +113,71 @@ fn specs_with(model: &Model, fill: Option<usize>) -> Result<Vec<InputSpec>, Samp
                 shape: value.shape.as_ref().map_or("unknown".into(), ToString::to_string),
             };
             let shape = value.shape.as_ref().ok_or_else(dynamic)?;
+            let rank = shape.rank();
             let shape = shape
                 .0
                 .iter()
-                .map(|dim| match (dim.known(), fill) {
-                    (Some(d), _) => usize::try_from(d).ok(),
-                    (None, fill) => fill,
+                .enumerate()
+                .map(|(index, dim)| match dim.known() {
+                    Some(d) => usize::try_from(d).ok(),
+                    None => guess.then(|| guessed_dim(index, rank)),
                 })
                 .collect::<Option<Vec<usize>>>()
                 .ok_or_else(dynamic)?;
             Ok(InputSpec { name: value.name.clone(), dtype: value.dtype.unwrap_or(DataType::Float), shape })
         })
         .collect()
+}
+
+/// Each input's shape in the median sample: the sample whose element count
+/// (all inputs together) is the median of the samples' (the first of equals,
+/// so the choice is deterministic). Empty without samples.
+pub fn median_shapes(samples: &[Vec<NamedTensor>]) -> Vec<(String, Vec<i64>)> {
+    let count = |sample: &Vec<NamedTensor>| sample.iter().map(|t| t.tensor.len()).sum::<usize>();
+    let mut order: Vec<usize> = (0..samples.len()).collect();
+    order.sort_by_key(|&index| (count(&samples[index]), index));
+    let Some(&median) = order.get(order.len().saturating_sub(1) / 2) else { return Vec::new() };
+    samples[median]
+        .iter()
+        .map(|input| (input.name.clone(), input.tensor.shape().iter().map(|&d| d as i64).collect()))
+        .collect()
+}
+
+/// The inputs whose shape in `shapes` is degenerate where the model left it
+/// open: a spatial dim (see [`DEGENERATE_BELOW`]) the model did not fix, run
+/// below 32. Each as `name=dims`.
+pub fn degenerate_inputs(model: &Model, shapes: &[(String, Vec<usize>)]) -> Vec<String> {
+    let graph = &model.graph;
+    graph
+        .inputs
+        .iter()
+        .filter_map(|io| {
+            let value = graph.value(io.value);
+            let (_, dims) = shapes.iter().find(|(name, _)| *name == value.name)?;
+            let declared = declared_shape(&io.declared);
+            // A negative dim_value (paddle2onnx's -1) is as open as a dim_param.
+            let open = |index: usize| {
+                declared.as_ref().and_then(|s| s.0.get(index)).is_none_or(|d| d.known().is_none_or(|v| v < 0))
+            };
+            let degenerate = dims.len() >= 3
+                && dims.iter().enumerate().skip(2).any(|(index, &dim)| dim < DEGENERATE_BELOW && open(index));
+            degenerate.then(|| format!("{}={}", value.name, dims_text(dims)))
+        })
+        .collect()
+}
+
+/// The shape a graph input is declared with in the model file (before `--input-shape`).
+fn declared_shape(declared: &crate::onnx::proto::ValueInfoProto) -> Option<crate::ir::Shape> {
+    use crate::onnx::proto::type_proto;
+    match declared.r#type.as_ref()?.value.as_ref()? {
+        type_proto::Value::TensorType(tensor) => tensor.shape.as_ref().map(crate::ir::Shape::from_proto),
+        _ => None,
+    }
+}
+
+/// `1x3x48x320`.
+pub fn dims_text(dims: &[usize]) -> String {
+    dims.iter().map(ToString::to_string).collect::<Vec<_>>().join("x")
 }
 
 /// Where one sample is stored, read when its turn comes.
@@ -173,14 +263,15 @@ fn load(stored: StoredSample, input_names: &[String]) -> Result<Sample, SampleEr
                     tensor.name = name.clone();
                 }
             }
-            Ok(Sample { inputs: set.inputs, expected: set.outputs })
+            Ok(Sample { inputs: set.inputs, expected: set.outputs, source: dir.display().to_string() })
         }
         StoredSample::Files(files) => {
+            let source = files.iter().map(|(_, path)| path.display().to_string()).collect::<Vec<_>>().join(", ");
             let inputs = files
                 .into_iter()
                 .map(|(name, path)| Ok(NamedTensor::new(name, read_tensor_file(&path)?.tensor)))
                 .collect::<Result<Vec<_>, SampleError>>()?;
-            Ok(Sample { inputs, expected: Vec::new() })
+            Ok(Sample { inputs, expected: Vec::new(), source })
         }
     }
 }
@@ -196,9 +287,10 @@ pub fn random(specs: &[InputSpec], count: usize, seed: u64) -> Result<impl Itera
     }
     let specs = specs.to_vec();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    Ok((0..count).map(move |_| Sample {
+    Ok((0..count).map(move |index| Sample {
         inputs: specs.iter().map(|spec| NamedTensor::new(spec.name.clone(), random_tensor(spec, &mut rng))).collect(),
         expected: Vec::new(),
+        source: format!("random sample {index}"),
     }))
 }
 
@@ -243,6 +335,47 @@ mod tests {
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
         assert!(mean.abs() < 0.06 && (variance - 1.0).abs() < 0.08, "mean {mean} variance {variance}");
+    }
+
+    #[test]
+    fn open_dims_are_guessed_as_batch_1_and_images_of_224() {
+        assert_eq!((0..4).map(|i| guessed_dim(i, 4)).collect::<Vec<_>>(), [1, 32, 224, 224]);
+        assert_eq!((0..3).map(|i| guessed_dim(i, 3)).collect::<Vec<_>>(), [1, 32, 32]);
+        assert_eq!(guessed_dim(0, 1), 32);
+    }
+
+    #[test]
+    fn the_median_sample_gives_the_representative_shapes() {
+        let sample = |width: usize| {
+            vec![NamedTensor::new("x", Tensor::from_f32(&[1, 1, 2, width], &vec![0.0; 2 * width]).unwrap())]
+        };
+        let samples: Vec<_> = [96, 320, 192, 160, 256].into_iter().map(sample).collect();
+        assert_eq!(median_shapes(&samples), [("x".to_string(), vec![1, 1, 2, 192])]);
+        // An even count takes the lower middle; ties keep the first.
+        assert_eq!(median_shapes(&samples[..2]), [("x".to_string(), vec![1, 1, 2, 96])]);
+        assert!(median_shapes(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_tiny_spatial_dim_is_degenerate_only_where_the_model_left_it_open() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/resnet_block_op13/model.onnx");
+        // images: [N, 3, 32, 32]; only the batch is open, so no size the model fixed is pare's doing.
+        let model = crate::pipeline::load(&dir, &[]).unwrap().model;
+        assert!(degenerate_inputs(&model, &[("images".to_string(), vec![1, 3, 8, 8])]).is_empty());
+        // Declared open (the PP-OCR models' [-1, 3, ?, ?]), 8x8 is degenerate and 32x32 is not.
+        let mut open = model.clone();
+        let declared = &mut open.graph.inputs[0].declared;
+        if let Some(crate::onnx::proto::type_proto::Value::TensorType(tensor)) =
+            declared.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            let mut shape = crate::ir::Shape::from_proto(tensor.shape.as_ref().unwrap());
+            shape.0[2] = crate::ir::Dim::Known(-1);
+            shape.0[3] = crate::ir::Dim::Symbol("?".into());
+            tensor.shape = Some(shape.to_proto());
+        }
+        let found = degenerate_inputs(&open, &[("images".to_string(), vec![1, 3, 8, 8])]);
+        assert_eq!(found, ["images=1x3x8x8"]);
+        assert!(degenerate_inputs(&open, &[("images".to_string(), vec![1, 3, 32, 32])]).is_empty());
     }
 
     #[test]

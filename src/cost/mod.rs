@@ -3,6 +3,8 @@
 //! ([`estimate`], with [`profile`]s of the targets), or latency measured in
 //! ONNX Runtime ([`measure`]).
 
+pub mod cache;
+pub mod choose;
 pub mod count;
 pub mod estimate;
 pub mod measure;

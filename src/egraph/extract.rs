@@ -8,7 +8,7 @@
 //! or energy of operators (weights and weight-only computations are free at
 //! run time: they are initializers), or weight bytes for `size`.
 
-use crate::ir::AttributeList;
+use crate::ir::{AttributeList, DataType};
 use std::collections::HashMap;
 
 use egg::{Id, Language};
@@ -142,7 +142,11 @@ pub const MEASURED_OPERATORS: &[&str] = &[
 ];
 
 /// The latency of an operator node measured alone in ONNX Runtime, when
-/// every input and the output have static shapes.
+/// every input and the output have static shapes. Choices must not follow
+/// timing noise, so a node on 8-bit integers (a quantized form, or the
+/// conversions to and from one) is charged the top of its latency's 95%
+/// interval and a float node the bottom: a quantized form wins only where
+/// it is faster beyond the measured noise.
 fn measured_latency(egraph: &Graph, class: Id, node: &Onnx, table: &mut LatencyTable) -> Option<f64> {
     let Onnx::Op(op, children) = node else { return None };
     if !MEASURED_OPERATORS.contains(&op.as_str()) {
@@ -171,7 +175,15 @@ fn measured_latency(egraph: &Graph, class: Id, node: &Onnx, table: &mut LatencyT
     let facts = &egraph[class].data;
     let (domain, op_type) = split_op(*op);
     let call = OperatorCall { domain, op_type, attributes, inputs, output: (facts.dtype?, facts.static_dims()?) };
-    table.latency(&call)
+    let interval = table.latency(&call)?;
+    let byte_sized = |dtype: DataType| matches!(dtype, DataType::Uint8 | DataType::Int8);
+    let on_integers = byte_sized(call.output.0)
+        || call.inputs.iter().any(|input| match input {
+            CallInput::Fed(dtype, _) => byte_sized(*dtype),
+            CallInput::Constant(tensor) => tensor.data_type.and_then(DataType::from_code).is_some_and(byte_sized),
+            CallInput::Absent => false,
+        });
+    Some(if on_integers { interval.high } else { interval.low })
 }
 
 /// Cost added to the other alternatives of a class holding a preferred one.

@@ -106,6 +106,15 @@ pub struct Quantization {
     pub sensitivity: std::collections::BTreeMap<String, f64>,
     /// Where `ranges` came from, for the report (`None`: not calibrated).
     pub calibration: Option<crate::quantization_report::CalibrationSummary>,
+    /// The input shapes latencies are measured at where the model leaves
+    /// dims open (the median calibration sample's, or `--input-shape`).
+    pub representative: Vec<(String, Vec<i64>)>,
+    /// Where measured latencies are looked up and kept.
+    pub cost_cache: crate::cost::cache::SharedCostCache,
+    /// Quantize exactly the layers with these value names, as a choice made
+    /// on the model at its representative shape did (the costs of a model
+    /// whose dims are open cannot be measured).
+    pub pinned: Option<std::collections::BTreeSet<String>>,
 }
 
 /// Where one rule fired.
@@ -145,11 +154,23 @@ pub struct EngineReport {
     pub fired: Vec<(String, usize)>,
     pub extraction: Choice,
     pub timings: Timings,
-    /// Operator configurations timed in ONNX Runtime for the cost model.
+    /// Operator configurations timed in ONNX Runtime for the cost model
+    /// in this run (the rest came from the cost cache).
     pub measured_configurations: usize,
+    /// Every operator latency extraction looked up, measured or cached.
+    pub operator_timings: Vec<crate::cost::measure::OperatorTiming>,
+    /// The input's value names of the layers that took a quantized form
+    /// (as [`Quantization::pinned`] takes them).
+    #[serde(skip)]
+    pub quantized_layers: std::collections::BTreeSet<String>,
+    /// The input shapes the latencies were measured at, `name=dims`, when
+    /// the model's inputs leave dims open.
+    pub timing_shapes: Vec<String>,
     /// With `--quantize auto`: the whole-model candidates timed side by side
     /// in ONNX Runtime, of which the fastest was kept.
     pub end_to_end: Vec<CandidateTiming>,
+    /// How the kept candidate was chosen: each comparison of timed candidates.
+    pub end_to_end_decisions: Vec<CandidateComparison>,
     /// With a finite `--budget`: each layer's measured effect on the output
     /// when quantized alone (the error extraction charged it).
     pub layer_sensitivity: Vec<sensitivity::LayerSensitivity>,
@@ -163,12 +184,28 @@ pub struct CandidateTiming {
     pub candidate: String,
     /// Infinite when ONNX Runtime could not run it ([`error`](Self::error) says why).
     pub seconds: f64,
+    /// The median's 95% interval over the rounds.
+    pub interval: Option<crate::cost::cache::Interval>,
+    /// Rounds it was timed in (side by side with the others).
+    pub rounds: usize,
+    /// Layers in a quantized (approximate) form: a tie goes to fewer.
+    pub approximated_layers: usize,
     pub error: Option<String>,
     /// Relative L2 of its output (ONNX Runtime, all optimizations) against
     /// the float candidate's on the probe samples, when measured; a
     /// candidate over `--budget` is not chosen.
     pub output_error: Option<f64>,
     pub chosen: bool,
+}
+
+/// One candidate weighed against the one kept before it (see [`crate::cost::choose`]).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CandidateComparison {
+    pub candidate: String,
+    pub against: String,
+    /// The candidate's time over the other's, per round: median and 95% interval.
+    pub ratio: crate::cost::cache::Interval,
+    pub outcome: crate::cost::choose::Outcome,
 }
 
 /// The file a shipped family's rules come from, as errors name it.
@@ -309,6 +346,30 @@ fn quantization_report(
     })
 }
 
+/// Each named e-class by the first of its input model's value names.
+fn class_names_of(built: &build::Built) -> HashMap<egg::Id, String> {
+    let mut class_names: HashMap<egg::Id, String> = HashMap::new();
+    for (class, name) in &built.value_names {
+        class_names.entry(built.egraph.find(*class)).or_insert_with(|| name.clone());
+    }
+    class_names
+}
+
+/// The named classes whose chosen node is a quantized form (rounding alone
+/// aside): what [`Quantization::pinned`] takes to repeat a choice.
+fn quantized_classes(built: &build::Built, choice: &Choice) -> std::collections::BTreeSet<String> {
+    let egraph = &built.egraph;
+    class_names_of(built)
+        .into_iter()
+        .filter(|(class, _)| {
+            choice.chosen.get(class).is_some_and(|node| {
+                quantize::is_quantized_alternative(egraph, node) && !quantize::is_rounding_only(egraph, node)
+            })
+        })
+        .map(|(_, name)| name)
+        .collect()
+}
+
 /// Optimizes a model whose shapes were inferred; the result is not re-inferred.
 pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport), EgraphError> {
     let Saturated { built, saturation, specs, log, build_seconds, saturate_seconds } = saturate(model, options)?;
@@ -318,11 +379,29 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
     let mut table = match (&options.quantization, options.objective) {
         (Some(q), Objective::Latency) if q.measure && !q.force => {
             let opset = model.opset("").unwrap_or(crate::pipeline::QUANT_OPSET);
-            Some(crate::cost::measure::LatencyTable::new(opset).map_err(|e| EgraphError::Measure(e.to_string()))?)
+            let table = crate::cost::measure::LatencyTable::new(opset, q.cost_cache.clone());
+            Some(table.map_err(|e| EgraphError::Measure(e.to_string()))?)
         }
         _ => None,
     };
     let mut costs = extract::NodeCosts::new(&built.egraph, &options.profile, options.objective, table.as_mut());
+    if let Some(error) = table.as_ref().and_then(|t| t.error.clone()) {
+        return Err(EgraphError::Measure(error.to_string()));
+    }
+    if let Some(pinned) = options.quantization.as_ref().and_then(|q| q.pinned.as_ref()) {
+        // The choice made on the model at its representative shape, layer by layer.
+        let names = class_names_of(&built);
+        costs.prefer(|class, node| {
+            let egraph = &built.egraph;
+            let quantized =
+                quantize::is_quantized_alternative(egraph, node) && !quantize::is_rounding_only(egraph, node);
+            match names.get(&class) {
+                Some(name) if pinned.contains(name) => quantized,
+                Some(_) => !quantize::is_quantized_alternative(egraph, node),
+                None => false,
+            }
+        });
+    }
     if force {
         costs.prefer(|class, node| {
             let egraph = &built.egraph;
@@ -330,7 +409,9 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
                 || quantize::is_integer_max_pool(egraph, class, node)
         });
     }
-    let budget = if force { f64::INFINITY } else { options.budget };
+    // A forced or pinned choice was made (or budgeted) already.
+    let pinned = options.quantization.as_ref().is_some_and(|q| q.pinned.is_some());
+    let budget = if force || pinned { f64::INFINITY } else { options.budget };
     let choice = extract::extract(&costs, &built.egraph, built.root, budget)?;
     let extract_seconds = started.elapsed().as_secs_f64();
 
@@ -339,10 +420,7 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
     let export_seconds = started.elapsed().as_secs_f64();
 
     // Report firings by the value they happened at.
-    let mut class_names: HashMap<egg::Id, String> = HashMap::new();
-    for (class, name) in &built.value_names {
-        class_names.entry(built.egraph.find(*class)).or_insert_with(|| name.clone());
-    }
+    let class_names = class_names_of(&built);
     let family_of: HashMap<&str, &str> = specs.iter().map(|(s, _)| (s.name.as_str(), s.family.as_str())).collect();
     let logged = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let firings: Vec<Firing> = logged
@@ -364,7 +442,11 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
         firings,
         fired,
         measured_configurations: table.as_ref().map_or(0, |t| t.measured),
+        operator_timings: table.map(|t| t.timings).unwrap_or_default(),
+        quantized_layers: quantized_classes(&built, &choice),
+        timing_shapes: Vec::new(),
         end_to_end: Vec::new(),
+        end_to_end_decisions: Vec::new(),
         layer_sensitivity: Vec::new(),
         quantization,
         extraction: choice,

@@ -112,6 +112,9 @@ fn calibrated_quantization(
         check_saturation: false,
         sensitivity: Default::default(),
         calibration: None,
+        representative: Vec::new(),
+        cost_cache: crate::cost::cache::CostCache::in_memory(String::new()).shared(),
+        pinned: None,
     }
 }
 
@@ -143,7 +146,7 @@ fn bias_correction_takes_back_the_mean_shift_of_rounded_weights() {
     assert_eq!(layers, expected, "every Conv and the Gemm");
 
     // Held out: other inputs of the calibration's distribution.
-    let specs = crate::samples::input_specs_filled(&model, 1).unwrap();
+    let specs = crate::samples::representative_specs(&model).unwrap();
     let inputs: Vec<_> = crate::samples::random(&specs, 16, 99).unwrap().map(|s| s.inputs).collect();
     let outputs = |model: &Model| -> Vec<_> {
         let proto = crate::ir::export(model.clone()).unwrap();

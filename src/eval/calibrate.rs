@@ -271,7 +271,7 @@ pub fn calibrate(
             }
         }
     };
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = crate::parallel::threads();
     let mut samples = samples.into_iter();
     let mut count = 0;
     loop {

@@ -30,8 +30,15 @@ pub fn compare(
     candidate_label: &str,
 ) -> Result<Report, CompareError> {
     let mut stats: Vec<OutputStats> = Vec::new();
+    let mut input_shapes: Vec<String> = Vec::new();
     for (index, sample) in samples.enumerate() {
         let sample = sample?;
+        for input in &sample.inputs {
+            let shape = format!("{}={}", input.name, crate::samples::dims_text(input.tensor.shape()));
+            if !input_shapes.contains(&shape) {
+                input_shapes.push(shape);
+            }
+        }
         let produced = candidate.run(&sample.inputs)?;
         let expected = match reference.as_deref_mut() {
             Some(reference) => reference.run(&sample.inputs)?,
@@ -66,5 +73,7 @@ pub fn compare(
             )?;
         }
     }
-    Ok(Report::new(*tolerance, stats.iter().map(OutputStats::report).collect()))
+    let mut report = Report::new(*tolerance, stats.iter().map(OutputStats::report).collect());
+    report.input_shapes = input_shapes;
+    Ok(report)
 }

@@ -199,6 +199,11 @@ pub struct Report {
     /// Why the verdict is a failure: every failing output's reasons, in output order.
     pub failures: Vec<String>,
     pub outputs: Vec<OutputReport>,
+    /// The input shapes the samples had, each distinct one once, in order of appearance.
+    pub input_shapes: Vec<String>,
+    /// What makes the verdict weaker than it looks: outputs too small to
+    /// compare, inputs at a degenerate shape.
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -208,8 +213,54 @@ impl Report {
         let mut failures: Vec<String> = outputs.iter().flat_map(|output| output.failures.iter().cloned()).collect();
         if outputs.is_empty() {
             failures.push("no outputs were compared".to_string());
+        } else if outputs.iter().all(|output| output.too_small) {
+            failures.push(
+                "every output was too small to compare on these inputs; verify on real ones (--calib DIR, --inputs DIR)"
+                    .to_string(),
+            );
         }
-        Report { passed: failures.is_empty(), samples, tolerance, failures, outputs }
+        let warnings = outputs
+            .iter()
+            .filter(|output| output.too_small)
+            .map(|output| {
+                format!(
+                    "output '{}' is too small to compare on these inputs (every value below {}): not checked",
+                    output.name,
+                    format::number(stats::TOO_SMALL_TO_COMPARE)
+                )
+            })
+            .collect();
+        Report {
+            passed: failures.is_empty(),
+            samples,
+            tolerance,
+            failures,
+            outputs,
+            input_shapes: Vec::new(),
+            warnings,
+        }
+    }
+
+    /// Adds a warning when the samples ran at a degenerate shape where the
+    /// model leaves dims open (see [`crate::samples::degenerate_inputs`]).
+    pub fn warn_if_degenerate(&mut self, model: &crate::ir::Model) {
+        let shapes: Vec<(String, Vec<usize>)> = self
+            .input_shapes
+            .iter()
+            .filter_map(|text| {
+                let (name, dims) = text.split_once('=')?;
+                Some((name.to_string(), dims.split('x').map(str::parse).collect::<Result<_, _>>().ok()?))
+            })
+            .collect();
+        let degenerate = crate::samples::degenerate_inputs(model, &shapes);
+        if !degenerate.is_empty() {
+            self.warnings.push(format!(
+                "verified at a degenerate shape ({}): spatial dims below {} check almost nothing; \
+                 give --input-shape or real samples",
+                degenerate.join(", "),
+                crate::samples::DEGENERATE_BELOW
+            ));
+        }
     }
 
     /// The names of the outputs that failed.

@@ -291,3 +291,31 @@ fn numbers_are_short() {
     assert_eq!(significant(0.9999999, 6), "1");
     assert_eq!(number(f64::NAN), "nan");
 }
+
+/// A trained detector's sigmoid on random inputs reads ~1e-7: rel L2 of such
+/// values is noise, so the output is reported as too small, not judged.
+#[test]
+fn an_output_too_small_to_compare_is_reported_not_judged() {
+    let tiny_reference = [1e-7, 3e-8, 2e-7, 5e-8];
+    let tiny_candidate = [2e-7, 1e-8, 1e-7, 9e-8];
+    let tolerance = Tolerance { max_rel_l2: Some(0.1), ..Tolerance::default() };
+    let tiny =
+        compare_output("maps", "float32", [(view(&tiny_reference, &[4]), view(&tiny_candidate, &[4]))], &tolerance)
+            .unwrap();
+    assert!(tiny.too_small && tiny.passed && tiny.failures.is_empty(), "{tiny:?}");
+    assert!(tiny.criteria[0].starts_with("none: every reference value is below 1e-5"), "{:?}", tiny.criteria);
+    let normal =
+        compare_output("logits", "float32", [(view(&[1.0, 2.0], &[2]), view(&[1.0, 2.5], &[2]))], &tolerance).unwrap();
+    assert!(!normal.too_small && !normal.passed);
+    // One judged output passing: the report passes and warns of the other.
+    let passing =
+        compare_output("logits", "float32", [(view(&[1.0, 2.0], &[2]), view(&[1.0, 2.0], &[2]))], &tolerance).unwrap();
+    let report = Report::new(tolerance, vec![tiny.clone(), passing]);
+    assert!(report.passed);
+    assert_eq!(report.warnings.len(), 1);
+    assert!(report.warnings[0].contains("'maps' is too small to compare"), "{:?}", report.warnings);
+    // Only outputs too small: nothing was checked, which is no pass.
+    let report = Report::new(tolerance, vec![tiny]);
+    assert!(!report.passed);
+    assert!(report.failures[0].contains("every output was too small"), "{:?}", report.failures);
+}
