@@ -63,7 +63,9 @@ fn quoted_text(value: &str) -> Option<&str> {
 }
 
 fn dtype_of_descr(descr: &str) -> Result<DataType, String> {
-    let (order, code) = descr.split_at(descr.len().min(1));
+    // Split after the first character, whatever its width: a multi-byte one
+    // is then refused as an unknown byte order rather than sliced through.
+    let (order, code) = descr.split_at(descr.chars().next().map_or(0, char::len_utf8));
     match order {
         "<" | "|" | "=" => {}
         ">" => return Err(format!("big-endian arrays ('{descr}') are not supported")),
@@ -152,5 +154,20 @@ mod tests {
         assert!(decode_npy(&npy_in_order("<f4", "False", "(1,)", &[0; 4])).is_ok());
         assert!(decode_npy(b"\x93NUMPY").is_err());
         assert!(decode_npy(b"not an npy").is_err());
+    }
+
+    /// Found by the npy fuzzer: a descr opening with a multi-byte character
+    /// was sliced inside it.
+    #[test]
+    fn descr_with_a_multi_byte_first_character_is_refused() {
+        let error = decode_npy(&npy("\u{34c}4", "(1,)", &[0; 4])).unwrap_err();
+        assert!(error.contains("not supported"), "{error}");
+        assert!(decode_npy(&npy("", "(1,)", &[0; 4])).is_err());
+    }
+
+    #[test]
+    fn a_shape_claiming_100_gb_over_four_bytes_is_refused() {
+        let error = decode_npy(&npy("<f4", "(25000000000,)", &[0; 4])).unwrap_err();
+        assert!(error.contains("do not hold"), "{error}");
     }
 }

@@ -203,7 +203,16 @@ impl Tensor {
 
     /// A tensor from little-endian packed elements of an ONNX element type.
     pub fn from_le_bytes(dtype: DataType, shape: &[usize], bytes: &[u8]) -> Result<Tensor, String> {
-        let count = shape.iter().try_fold(1usize, |acc, &dim| acc.checked_mul(dim)).ok_or("its size overflows")?;
+        // As ndarray requires: the non-zero dims multiply to at most
+        // isize::MAX, even when another dim is zero (tract computes strides
+        // from them all).
+        let nonzero_product = shape
+            .iter()
+            .filter(|&&dim| dim != 0)
+            .try_fold(1usize, |acc, &dim| acc.checked_mul(dim))
+            .filter(|&product| isize::try_from(product).is_ok())
+            .ok_or_else(|| format!("its shape {shape:?} overflows"))?;
+        let count = if shape.contains(&0) { 0 } else { nonzero_product };
         let width = dtype
             .bits()
             .filter(|bits| bits % 8 == 0)
@@ -315,5 +324,15 @@ mod tests {
         assert!(Tensor::from_le_bytes(DataType::String, &[1], &[0]).is_err());
         let negative = TensorProto { dims: vec![-1], data_type: Some(DataType::Float.code()), ..Default::default() };
         assert!(Tensor::from_proto(&negative).is_err());
+    }
+
+    /// Found by the tensor_proto fuzzer: an empty tensor (a zero dim) whose
+    /// other dims multiply past isize::MAX overflowed tract's strides.
+    #[test]
+    fn empty_tensor_with_overflowing_dims_is_refused() {
+        let huge = 1usize << 40;
+        let error = Tensor::from_le_bytes(DataType::Float, &[0, huge, huge], &[]).unwrap_err();
+        assert!(error.contains("overflows"), "{error}");
+        assert_eq!(Tensor::from_le_bytes(DataType::Float, &[0, huge], &[]).expect("empty").len(), 0);
     }
 }

@@ -124,9 +124,9 @@ impl DataType {
     }
 
     /// Bytes that `elements` elements occupy in packed raw data (sub-byte types
-    /// round up to whole bytes).
+    /// round up to whole bytes); `None` also when the bit count overflows.
     pub fn byte_size(self, elements: u64) -> Option<u64> {
-        self.bits().map(|bits| (elements * bits).div_ceil(8))
+        self.bits().and_then(|bits| elements.checked_mul(bits)).map(|total_bits| total_bits.div_ceil(8))
     }
 
     /// Floating-point types (including the 8- and 4-bit float formats).
@@ -213,5 +213,10 @@ mod tests {
         assert_eq!(DataType::Int4.byte_size(3), Some(2));
         assert_eq!(DataType::Uint2.byte_size(5), Some(2));
         assert_eq!(DataType::String.byte_size(1), None);
+        assert_eq!(
+            DataType::Double.byte_size(u64::MAX / 4),
+            None,
+            "found by the tensor_proto fuzzer: the bit count overflowed"
+        );
     }
 }

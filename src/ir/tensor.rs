@@ -32,7 +32,9 @@ pub fn raw_bytes(tensor: &TensorProto) -> Option<Bytes> {
     }
     let dtype = dtype(tensor)?;
     let expected = usize::try_from(dtype.byte_size(element_count(tensor)?)?).ok()?;
-    let mut out = Vec::with_capacity(expected);
+    // Grown from what the fields hold, never reserved from what the dims
+    // claim: a few bytes of file may claim a 100 GB tensor.
+    let mut out = Vec::new();
     use DataType::*;
     match dtype {
         Float | Complex64 => tensor.float_data.iter().for_each(|v| out.extend(v.to_le_bytes())),
@@ -182,6 +184,20 @@ pub fn from_f32(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the tensor_proto fuzzer: dims claiming 100 GB over one float
+    /// reserved the claimed size before counting the stored elements.
+    #[test]
+    fn typed_data_short_of_huge_dims_is_refused_without_reserving_them() {
+        let claims_100_gb = TensorProto {
+            dims: vec![25_000_000_000],
+            data_type: Some(DataType::Float.code()),
+            float_data: vec![1.0],
+            ..Default::default()
+        };
+        assert_eq!(raw_bytes(&claims_100_gb), None);
+        assert_eq!(to_f64(&claims_100_gb), None);
+    }
 
     #[test]
     fn typed_and_raw_fields_agree() {
