@@ -8,6 +8,7 @@
 pub mod cost;
 pub mod egraph;
 pub mod eval;
+pub mod fuzz_targets;
 pub mod inspect;
 pub mod ir;
 pub mod kernel_check;
