@@ -46,9 +46,12 @@ pub enum Refused {
     Scratch(#[from] std::io::Error),
 }
 
+/// A fuzz target's entry point: bytes in, `Ok` or the reader's refusal out.
+pub type EntryPoint = fn(&[u8]) -> Result<(), Refused>;
+
 /// Every fuzz target, by the name of its folder under fuzz/corpus/ and
 /// fuzz/regressions/, with its entry point.
-pub const TARGETS: &[(&str, fn(&[u8]) -> Result<(), Refused>)] = &[
+pub const TARGETS: &[(&str, EntryPoint)] = &[
     ("onnx_model", onnx_model),
     ("external_data", external_data),
     ("rules", rule_file),
