@@ -412,13 +412,11 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
     };
     // Without samples, open dims run at guessed sizes, which may not suit the model.
     let guess = (args.calib.is_none() && pare::samples::has_open_dims(&loaded.model)).then(|| {
-        let specs = pare::samples::representative_specs(&loaded.model).unwrap_or_default();
-        let shapes: Vec<(String, Vec<i64>)> =
-            specs.into_iter().map(|s| (s.name, s.shape.iter().map(|&d| d as i64).collect())).collect();
+        let shapes = pare::samples::representative_shapes(&loaded.model).unwrap_or_default();
         format!(
             "the model's inputs leave dims open and no sample shows their size, so pare ran it at {}; \
              if it cannot run there, give --input-shape NAME=DIMS or --calib DIR",
-            pipeline::shapes_text(&shapes).join(", ")
+            pare::samples::shapes_text(&shapes).join(", ")
         )
     });
     if let Some(mode) = args.quantize {
@@ -612,10 +610,7 @@ fn quantization(
     // median calibration sample's shapes (or the guessed ones).
     let representative = match &calibrated {
         Some(calibrated) => calibrated.representative.clone(),
-        None => pare::samples::representative_specs(model)?
-            .into_iter()
-            .map(|spec| (spec.name, spec.shape.iter().map(|&d| d as i64).collect()))
-            .collect(),
+        None => pare::samples::representative_shapes(model)?,
     };
     let (ranges, means, probe, calibration) = match calibrated {
         Some(calibrated) => {

@@ -132,7 +132,7 @@ pub fn table(report: &OptimizeReport) -> String {
                 out,
                 "verified: {} samples at {}, worst rel L2 {worst:.2e}",
                 v.samples,
-                v.input_shapes.join(", ")
+                v.input_shapes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             );
         }
         Some(v) => {

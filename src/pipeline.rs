@@ -452,7 +452,8 @@ pub fn optimize(
         .and_then(|r| r.quantization.clone())
         .or(quantization)
         .map(|q| crate::quantization_report::QuantizationReport { layers: LayerForms::of(&optimized), ..q });
-    let timing_shapes = if samples::has_open_dims(&optimized) { shapes_text(&quantization_shapes) } else { Vec::new() };
+    let timing_shapes =
+        if samples::has_open_dims(&optimized) { samples::shapes_text(&quantization_shapes) } else { Vec::new() };
     let report = report.map(|r| EngineReport {
         end_to_end: timings,
         end_to_end_decisions: decisions,
@@ -638,14 +639,6 @@ fn optimize_once(
     Ok((optimized, Some(report)))
 }
 
-/// Input shapes as `name=1x3x48x320`.
-pub fn shapes_text(shapes: &[(String, Vec<i64>)]) -> Vec<String> {
-    shapes
-        .iter()
-        .map(|(name, dims)| format!("{name}={}", dims.iter().map(ToString::to_string).collect::<Vec<_>>().join("x")))
-        .collect()
-}
-
 /// The e-graph engine on a model whose inputs leave dims open, with
 /// measured costs: layer latencies can only be measured at concrete shapes,
 /// and rewrites must not rely on one. So the choice is made on the model
@@ -682,7 +675,7 @@ fn optimize_at_representative_shape(
         q.pinned = Some(chosen.quantized_layers.clone());
     }
     let (optimized, report) = egraph::optimize(model, &pinned_options).map_err(engine_error)?;
-    let timing_shapes = shapes_text(&shapes);
+    let timing_shapes = samples::shapes_text(&shapes);
     let report = EngineReport {
         extraction: chosen.extraction,
         measured_configurations: chosen.measured_configurations,

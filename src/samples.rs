@@ -129,6 +129,12 @@ fn specs_with(model: &Model, guess: bool) -> Result<Vec<InputSpec>, SampleError>
         .collect()
 }
 
+/// [`representative_specs`] as `--input-shape` pairs.
+pub fn representative_shapes(model: &Model) -> Result<Vec<(String, Vec<i64>)>, SampleError> {
+    let specs = representative_specs(model)?;
+    Ok(specs.into_iter().map(|spec| (spec.name, spec.shape.iter().map(|&d| d as i64).collect())).collect())
+}
+
 /// Each input's shape in the median sample: the sample whose element count
 /// (all inputs together) is the median of the samples' (the first of equals,
 /// so the choice is deterministic). Empty without samples.
@@ -143,17 +149,37 @@ pub fn median_shapes(samples: &[Vec<NamedTensor>]) -> Vec<(String, Vec<i64>)> {
         .collect()
 }
 
+/// One input's shape in a run, written `name=1x3x48x320` (in reports too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputShape {
+    pub name: String,
+    pub dims: Vec<usize>,
+}
+
+impl std::fmt::Display for InputShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.name, dims_text(&self.dims))
+    }
+}
+
+impl serde::Serialize for InputShape {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// The inputs whose shape in `shapes` is degenerate where the model left it
 /// open: a spatial dim (see [`DEGENERATE_BELOW`]) the model did not fix, run
-/// below 32. Each as `name=dims`.
-pub fn degenerate_inputs(model: &Model, shapes: &[(String, Vec<usize>)]) -> Vec<String> {
+/// below 32.
+pub fn degenerate_inputs<'a>(model: &Model, shapes: &'a [InputShape]) -> Vec<&'a InputShape> {
     let graph = &model.graph;
     graph
         .inputs
         .iter()
         .filter_map(|io| {
             let value = graph.value(io.value);
-            let (_, dims) = shapes.iter().find(|(name, _)| *name == value.name)?;
+            let shape = shapes.iter().find(|shape| shape.name == value.name)?;
+            let dims = &shape.dims;
             let declared = declared_shape(&io.declared);
             // A negative dim_value (paddle2onnx's -1) is as open as a dim_param.
             let open = |index: usize| {
@@ -161,7 +187,7 @@ pub fn degenerate_inputs(model: &Model, shapes: &[(String, Vec<usize>)]) -> Vec<
             };
             let degenerate = dims.len() >= 3
                 && dims.iter().enumerate().skip(2).any(|(index, &dim)| dim < DEGENERATE_BELOW && open(index));
-            degenerate.then(|| format!("{}={}", value.name, dims_text(dims)))
+            degenerate.then_some(shape)
         })
         .collect()
 }
@@ -176,8 +202,13 @@ fn declared_shape(declared: &crate::onnx::proto::ValueInfoProto) -> Option<crate
 }
 
 /// `1x3x48x320`.
-pub fn dims_text(dims: &[usize]) -> String {
+pub fn dims_text<D: std::fmt::Display>(dims: &[D]) -> String {
     dims.iter().map(ToString::to_string).collect::<Vec<_>>().join("x")
+}
+
+/// Input shapes as `name=1x3x48x320`.
+pub fn shapes_text(shapes: &[(String, Vec<i64>)]) -> Vec<String> {
+    shapes.iter().map(|(name, dims)| format!("{name}={}", dims_text(dims))).collect()
 }
 
 /// Where one sample is stored, read when its turn comes.
@@ -358,10 +389,11 @@ mod tests {
 
     #[test]
     fn a_tiny_spatial_dim_is_degenerate_only_where_the_model_left_it_open() {
+        let shape = |dims: &[usize]| InputShape { name: "images".into(), dims: dims.to_vec() };
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/resnet_block_op13/model.onnx");
         // images: [N, 3, 32, 32]; only the batch is open, so no size the model fixed is pare's doing.
         let model = crate::pipeline::load(&dir, &[]).unwrap().model;
-        assert!(degenerate_inputs(&model, &[("images".to_string(), vec![1, 3, 8, 8])]).is_empty());
+        assert!(degenerate_inputs(&model, &[shape(&[1, 3, 8, 8])]).is_empty());
         // Declared open (the PP-OCR models' [-1, 3, ?, ?]), 8x8 is degenerate and 32x32 is not.
         let mut open = model.clone();
         let declared = &mut open.graph.inputs[0].declared;
@@ -373,9 +405,10 @@ mod tests {
             shape.0[3] = crate::ir::Dim::Symbol("?".into());
             tensor.shape = Some(shape.to_proto());
         }
-        let found = degenerate_inputs(&open, &[("images".to_string(), vec![1, 3, 8, 8])]);
+        let tiny = [shape(&[1, 3, 8, 8])];
+        let found: Vec<String> = degenerate_inputs(&open, &tiny).iter().map(ToString::to_string).collect();
         assert_eq!(found, ["images=1x3x8x8"]);
-        assert!(degenerate_inputs(&open, &[("images".to_string(), vec![1, 3, 32, 32])]).is_empty());
+        assert!(degenerate_inputs(&open, &[shape(&[1, 3, 32, 32])]).is_empty());
     }
 
     #[test]

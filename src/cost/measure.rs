@@ -144,20 +144,21 @@ impl LatencyTable {
         if let Some(&known) = self.known.get(&key) {
             return Ok(known);
         }
+        let what = describe(call);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let (seconds, cached) = match cache.operator(&key, || describe(call))? {
+        let (seconds, cached) = match cache.operator(&key, || what.clone())? {
             Some(entry) => (entry.seconds, true),
             None => {
                 let seconds = time(&model).ok();
                 self.measured += 1;
-                cache.put_operator(key.clone(), OperatorEntry { what: describe(call), seconds });
+                cache.put_operator(key.clone(), OperatorEntry { what: what.clone(), seconds });
                 (seconds, false)
             }
         };
         drop(cache);
         self.known.insert(key, seconds);
         let shown = seconds.map(|s| s.less(self.overhead));
-        self.timings.push(OperatorTiming { operator: describe(call), seconds: shown, cached });
+        self.timings.push(OperatorTiming { operator: what, seconds: shown, cached });
         Ok(seconds)
     }
 
@@ -239,14 +240,14 @@ fn time(model: &ModelProto) -> Result<Interval, OrtError> {
         medians.extend(Interval::of_runs(&runs).map(|i| i.median));
         pooled.extend(runs);
     }
-    let interval =
-        Interval::of_runs(&pooled).ok_or_else(|| OrtError::Run { path: label.into(), message: "no run finished".into() })?;
+    let interval = Interval::of_runs(&pooled)
+        .ok_or_else(|| OrtError::Run { path: label.into(), message: "no run finished".into() })?;
     Ok(medians.iter().fold(interval, |i, &m| Interval { low: i.low.min(m), high: i.high.max(m), ..i }))
 }
 
 /// The graph inputs of a model filled by [`filled_tensor`] at their declared
 /// shapes, open dims taken from `shapes` (the representative shapes).
-pub fn filled_inputs(
+fn filled_inputs(
     model: &ModelProto,
     shapes: &[(String, Vec<i64>)],
     label: &Path,

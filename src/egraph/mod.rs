@@ -361,11 +361,7 @@ fn quantized_classes(built: &build::Built, choice: &Choice) -> std::collections:
     let egraph = &built.egraph;
     class_names_of(built)
         .into_iter()
-        .filter(|(class, _)| {
-            choice.chosen.get(class).is_some_and(|node| {
-                quantize::is_quantized_alternative(egraph, node) && !quantize::is_rounding_only(egraph, node)
-            })
-        })
+        .filter(|(class, _)| choice.chosen.get(class).is_some_and(|node| quantize::is_layer_alternative(egraph, node)))
         .map(|(_, name)| name)
         .collect()
 }
@@ -393,10 +389,8 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
         let names = class_names_of(&built);
         costs.prefer(|class, node| {
             let egraph = &built.egraph;
-            let quantized =
-                quantize::is_quantized_alternative(egraph, node) && !quantize::is_rounding_only(egraph, node);
             match names.get(&class) {
-                Some(name) if pinned.contains(name) => quantized,
+                Some(name) if pinned.contains(name) => quantize::is_layer_alternative(egraph, node),
                 Some(_) => !quantize::is_quantized_alternative(egraph, node),
                 None => false,
             }
@@ -405,8 +399,7 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
     if force {
         costs.prefer(|class, node| {
             let egraph = &built.egraph;
-            (quantize::is_quantized_alternative(egraph, node) && !quantize::is_rounding_only(egraph, node))
-                || quantize::is_integer_max_pool(egraph, class, node)
+            quantize::is_layer_alternative(egraph, node) || quantize::is_integer_max_pool(egraph, class, node)
         });
     }
     // A forced or pinned choice was made (or budgeted) already.

@@ -864,6 +864,13 @@ pub fn is_rounding_only(egraph: &Graph, node: &Onnx) -> bool {
     }
 }
 
+/// Whether `node` makes a layer quantized: a quantized alternative that does
+/// more than round (a value moved in integer form and read back is a
+/// rounding, not a layer; see [`is_rounding_only`]).
+pub fn is_layer_alternative(egraph: &Graph, node: &Onnx) -> bool {
+    is_quantized_alternative(egraph, node) && !is_rounding_only(egraph, node)
+}
+
 /// Whether an e-node is a MaxPool on integers. ONNX Runtime runs one fast
 /// only between integer kernels (in their NHWC layout); alone, as measured,
 /// it is many times slower than in float (1.9 ms against 0.11 ms on a

@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::analysis::Graph;
 use super::extract::{self, Choice, NodeCosts};
 use super::language::Onnx;
-use super::quantize::{is_quantized_alternative, is_rounding_only};
+use super::quantize::{is_layer_alternative, is_quantized_alternative};
 use super::{export, saturate, EgraphError, Options};
 use crate::eval::{runs_relative_l2, NamedTensor};
 use crate::ir::{self, DataType, Model};
@@ -153,12 +153,6 @@ fn with_layer_quantized(egraph: &Graph, float: &Choice, layer: Id) -> Option<Cho
         }
     }
     Some(choice)
-}
-
-/// Whether `node` makes a layer integer (a value moved in integer form and
-/// read back is a rounding, not a layer: its error stays the rounding proxy).
-fn is_layer_alternative(egraph: &Graph, node: &Onnx) -> bool {
-    is_quantized_alternative(egraph, node) && !is_rounding_only(egraph, node)
 }
 
 /// How deep the classes a quantized alternative adds go before they reach

@@ -5,7 +5,7 @@
 use super::{OutputStats, Report, TensorView, Tolerance, VerifyError};
 use crate::eval::NamedTensor;
 use crate::runtime::{Runtime, RuntimeError};
-use crate::samples::{Sample, SampleError};
+use crate::samples::{InputShape, Sample, SampleError};
 
 /// Why a comparison could not be made (as opposed to failing the tolerance).
 #[derive(Debug, thiserror::Error)]
@@ -30,11 +30,11 @@ pub fn compare(
     candidate_label: &str,
 ) -> Result<Report, CompareError> {
     let mut stats: Vec<OutputStats> = Vec::new();
-    let mut input_shapes: Vec<String> = Vec::new();
+    let mut input_shapes: Vec<InputShape> = Vec::new();
     for (index, sample) in samples.enumerate() {
         let sample = sample?;
         for input in &sample.inputs {
-            let shape = format!("{}={}", input.name, crate::samples::dims_text(input.tensor.shape()));
+            let shape = InputShape { name: input.name.clone(), dims: input.tensor.shape().to_vec() };
             if !input_shapes.contains(&shape) {
                 input_shapes.push(shape);
             }

@@ -200,7 +200,7 @@ pub struct Report {
     pub failures: Vec<String>,
     pub outputs: Vec<OutputReport>,
     /// The input shapes the samples had, each distinct one once, in order of appearance.
-    pub input_shapes: Vec<String>,
+    pub input_shapes: Vec<crate::samples::InputShape>,
     /// What makes the verdict weaker than it looks: outputs too small to
     /// compare, inputs at a degenerate shape.
     pub warnings: Vec<String>,
@@ -244,15 +244,8 @@ impl Report {
     /// Adds a warning when the samples ran at a degenerate shape where the
     /// model leaves dims open (see [`crate::samples::degenerate_inputs`]).
     pub fn warn_if_degenerate(&mut self, model: &crate::ir::Model) {
-        let shapes: Vec<(String, Vec<usize>)> = self
-            .input_shapes
-            .iter()
-            .filter_map(|text| {
-                let (name, dims) = text.split_once('=')?;
-                Some((name.to_string(), dims.split('x').map(str::parse).collect::<Result<_, _>>().ok()?))
-            })
-            .collect();
-        let degenerate = crate::samples::degenerate_inputs(model, &shapes);
+        let degenerate: Vec<String> =
+            crate::samples::degenerate_inputs(model, &self.input_shapes).iter().map(ToString::to_string).collect();
         if !degenerate.is_empty() {
             self.warnings.push(format!(
                 "verified at a degenerate shape ({}): spatial dims below {} check almost nothing; \
