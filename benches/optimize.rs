@@ -23,6 +23,7 @@ fn main() {
         profile: DeviceProfile::shipped("x86-avx2").expect("shipped profile"),
         budget: 0.0,
         quantization: None,
+        target_opset: Some(22),
     };
     let mut best: Option<Timings> = None;
     let total = |t: &Timings| t.build + t.saturate + t.extract + t.export;

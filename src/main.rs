@@ -70,6 +70,13 @@ struct OptimizeArgs {
     /// calibration data) and the default is 0.05; inf: no limit, cost decides.
     #[arg(long)]
     budget: Option<f64>,
+    /// Newest default-domain opset a rewrite may raise the model to, for a
+    /// fused operator newer than the model's opset (HardSwish 14,
+    /// LayerNormalization 17, Mish 18, Gelu 20, Swish 24); the model is
+    /// raised only as far as the operators it gets need. Default: the device
+    /// profile's max_opset (22 for the shipped ones).
+    #[arg(long, value_name = "N")]
+    target_opset: Option<i64>,
     /// Quantize with QDQ nodes: auto (each layer where the cost model finds
     /// its integer form cheaper, within --budget), all (every layer that can
     /// be), weights (int8 weights behind DequantizeLinear, float compute).
@@ -365,6 +372,15 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
         Some(path) => DeviceProfile::from_file(path)?,
         None => DeviceProfile::shipped(&args.device)?,
     };
+    let target_opset = args.target_opset.unwrap_or(profile.max_opset);
+    let opsets = pare::ir::opset::MIN_SOURCE_OPSET..=pare::ir::opset::MAX_TARGET_OPSET;
+    if !opsets.contains(&target_opset) {
+        anyhow::bail!(
+            "--target-opset must be in {}..={}, not {target_opset}",
+            pare::ir::opset::MIN_SOURCE_OPSET,
+            pare::ir::opset::MAX_TARGET_OPSET
+        );
+    }
     let budget = match (args.budget, args.quantize) {
         (Some(budget), _) if budget.is_nan() || budget < 0.0 => {
             anyhow::bail!("--budget must be a number >= 0 or inf, not {budget}")
@@ -395,6 +411,7 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
         },
         budget,
         quantization: None,
+        target_opset: Some(target_opset),
         profile,
     };
 
@@ -573,6 +590,11 @@ fn quantization(
     if settings.mode == QuantMode::Static && (settings.weight_bits == 4 || settings.block_size.is_some()) {
         // No integer kernel takes 4-bit or block-scaled weights with quantized activations.
         anyhow::bail!("--weights s4|u4 and --block-size need --quantize weights (float compute)");
+    }
+    let target = args.target_opset.unwrap_or(profile.max_opset);
+    let needed = settings.opset().max(pipeline::QUANT_OPSET);
+    if target < needed {
+        anyhow::bail!("--quantize needs opset {needed} (QDQ with per-axis scales), above --target-opset {target}");
     }
     if args.block_size.is_some_and(|b| b < 2) {
         anyhow::bail!("--block-size must be at least 2");

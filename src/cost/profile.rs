@@ -55,7 +55,16 @@ pub struct DeviceProfile {
     /// widening (x86 AVX2 without VNNI), so full-range weights can saturate.
     #[serde(default)]
     pub int8_pairs_saturate: bool,
+    /// The newest default-domain opset the device's runtime loads: rewrites
+    /// may raise a model's opset up to it (`--target-opset` overrides).
+    #[serde(default = "default_max_opset")]
+    pub max_opset: i64,
     pub energy: EnergyTable,
+}
+
+/// A profile without `max_opset`: opset 22, which ONNX Runtime 1.21 and later load.
+fn default_max_opset() -> i64 {
+    22
 }
 
 /// A profile that cannot be read.

@@ -128,6 +128,9 @@ pub struct Facts {
     /// the integer node after that layer's node). Ids as added: look them
     /// up through `find`.
     pub integer_layers: std::collections::BTreeMap<Id, Id>,
+    /// The default-domain opset rewrites may raise the model to, for
+    /// operators newer than its own (`None`: its own opset).
+    pub target_opset: Option<i64>,
     weight_index: HashMap<(i32, Vec<i64>, Bytes), WeightId>,
     attrs_index: HashMap<Vec<u8>, AttrsId>,
 }
@@ -184,6 +187,25 @@ impl Facts {
 
     pub fn weight(&self, id: WeightId) -> &TensorProto {
         &self.weights[id as usize].tensor
+    }
+}
+
+impl Facts {
+    /// The model's default-domain opset (21 when it imports none).
+    pub fn default_opset(&self) -> i64 {
+        self.context
+            .opset_import
+            .iter()
+            .find(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
+            .and_then(|o| o.version)
+            .unwrap_or(21)
+    }
+
+    /// Whether a rewrite may add a node of this (default-domain) operator:
+    /// see [`crate::ir::opset::may_write`].
+    pub fn may_write(&self, op_type: &str) -> bool {
+        let opset = self.default_opset();
+        crate::ir::opset::may_write(op_type, opset, self.target_opset.unwrap_or(opset).max(opset))
     }
 }
 

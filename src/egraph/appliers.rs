@@ -25,6 +25,14 @@ pub struct NamedApplier {
 }
 
 impl NamedApplier {
+    pub const fn new(
+        name: &'static str,
+        about: &'static str,
+        apply: fn(&mut Graph, Id, &Subst, Option<Symbol>) -> Option<Id>,
+    ) -> NamedApplier {
+        NamedApplier { name, about, apply }
+    }
+
     pub fn apply(&self, egraph: &mut Graph, root: Id, subst: &Subst, op: Option<Symbol>) -> Option<Id> {
         (self.apply)(egraph, root, subst, op)
     }
@@ -94,15 +102,16 @@ const APPLIERS: &[NamedApplier] = &[
 ];
 
 pub fn lookup(name: &str) -> Option<NamedApplier> {
-    APPLIERS.iter().find(|a| a.name == name).copied()
+    all().find(|a| a.name == name).copied()
 }
 
 pub fn names() -> Vec<&'static str> {
-    APPLIERS.iter().map(|a| a.name).collect()
+    all().map(|a| a.name).collect()
 }
 
-pub fn all() -> &'static [NamedApplier] {
-    APPLIERS
+/// Every applier: these, then the activation fusions' ([`super::activations::APPLIERS`]).
+pub fn all() -> impl Iterator<Item = &'static NamedApplier> {
+    APPLIERS.iter().chain(super::activations::APPLIERS)
 }
 
 pub(super) fn var(subst: &Subst, name: &str) -> Option<Id> {
@@ -111,7 +120,7 @@ pub(super) fn var(subst: &Subst, name: &str) -> Option<Id> {
 }
 
 /// Adds a constant as a weight leaf.
-fn add_constant(egraph: &mut Graph, tensor: TensorProto) -> Id {
+pub(super) fn add_constant(egraph: &mut Graph, tensor: TensorProto) -> Id {
     let id = egraph.analysis.intern_weight(tensor, None);
     egraph.add(Onnx::Weight(id))
 }
@@ -174,7 +183,7 @@ fn fold_shape(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) 
 }
 
 /// Adds an operator node with the given inputs and attributes.
-fn add_op(egraph: &mut Graph, op: &str, mut inputs: Vec<Id>, attrs: OpAttrs) -> Id {
+pub(super) fn add_op(egraph: &mut Graph, op: &str, mut inputs: Vec<Id>, attrs: OpAttrs) -> Id {
     let attrs = egraph.analysis.intern_attrs(attrs);
     inputs.push(egraph.add(Onnx::Attrs(attrs)));
     egraph.add(Onnx::Op(Symbol::from(op), inputs.into()))

@@ -14,55 +14,80 @@ use crate::ir::{tensor, DataType};
 pub struct Guard {
     pub name: &'static str,
     pub about: &'static str,
-    /// Number of arguments; `None` for any number of at least one.
+    /// Number of ?variable arguments; `None` for any number of at least one.
     arity: Option<usize>,
-    check: fn(&Graph, Id, &[Id]) -> bool,
+    check: Check,
+}
+
+/// How a guard decides: from the matched classes alone, or with numbers
+/// written after the variables (`scalar(?c, ?x, 6)`).
+#[derive(Clone, Copy)]
+pub enum Check {
+    Classes(fn(&Graph, Id, &[Id]) -> bool),
+    /// The second field is how many numbers follow the variables.
+    Numbers(fn(&Graph, Id, &[Id], &[f64]) -> bool, usize),
 }
 
 impl Guard {
-    pub fn holds(&self, egraph: &Graph, root: Id, args: &[Id]) -> bool {
-        (self.check)(egraph, root, args)
+    pub const fn new(name: &'static str, about: &'static str, arity: Option<usize>, check: Check) -> Guard {
+        Guard { name, about, arity, check }
     }
 
-    pub fn check_arity(&self, given: usize) -> Result<(), String> {
+    pub fn holds(&self, egraph: &Graph, root: Id, args: &[Id], numbers: &[f64]) -> bool {
+        match self.check {
+            Check::Classes(check) => check(egraph, root, args),
+            Check::Numbers(check, _) => check(egraph, root, args, numbers),
+        }
+    }
+
+    pub fn check_arity(&self, given: usize, numbers: usize) -> Result<(), String> {
+        let wanted_numbers = match self.check {
+            Check::Classes(_) => 0,
+            Check::Numbers(_, n) => n,
+        };
+        if numbers != wanted_numbers {
+            return Err(format!("takes {wanted_numbers} numbers after its variables, given {numbers}"));
+        }
         match self.arity {
-            Some(n) if n != given => Err(format!("takes {n} arguments, given {given}")),
-            None if given == 0 => Err("takes at least one argument".into()),
+            Some(n) if n != given => Err(format!("takes {n} variables, given {given}")),
+            None if given == 0 => Err("takes at least one variable".into()),
             _ => Ok(()),
         }
     }
 }
 
 const GUARDS: &[Guard] = &[
-    Guard { name: "constant", about: "every argument is a known constant tensor", arity: None, check: all_constant },
-    Guard { name: "same_dtype", about: "the argument has the matched value's element type", arity: Some(1), check: same_dtype },
-    Guard { name: "same_shape", about: "the argument has the matched value's (fully known) shape", arity: Some(1), check: same_shape },
-    Guard { name: "positive_steps", about: "Slice steps are absent or constant and positive", arity: Some(1), check: positive_steps },
-    Guard { name: "identity_permutation", about: "a Transpose's perm keeps every axis in place", arity: Some(1), check: identity_permutation },
-    Guard { name: "inference_dropout", about: "Dropout runs in inference mode (training_mode absent or false)", arity: Some(2), check: inference_dropout },
-    Guard { name: "independent_reshape", about: "a Reshape target is constant and copies no input dim (no 0 entries)", arity: Some(2), check: independent_reshape },
-    Guard { name: "batchnorm_fits", about: "(W scale bias mean var bn_attrs): constant BN parameters, one per Conv output channel", arity: Some(6), check: batchnorm_fits },
-    Guard { name: "batchnorm_fits_transposed", about: "(W scale bias mean var bn_attrs conv_attrs): the same for ConvTranspose (Cout = W.dims[1]·group)", arity: Some(7), check: batchnorm_fits_transposed },
-    Guard { name: "batchnorm_fits_gemm", about: "(B C scale bias mean var bn_attrs gemm_attrs): constant BN parameters, one per Gemm output column, beta ≠ 0", arity: Some(8), check: batchnorm_fits_gemm },
-    Guard { name: "channel_constant", about: "(c W): c is a constant that varies only along the Conv output-channel axis", arity: Some(2), check: channel_constant },
-    Guard { name: "batchnorm_channel_constant", about: "(c X scale bias mean var bn_attrs): inference BN over X with constant parameters, and c a constant of their type that varies only along X's channel axis 1", arity: Some(7), check: batchnorm_channel_constant },
-    Guard { name: "unshared", about: "(X W): the layer reading X with weight W has one reader, so fusing into it duplicates nothing", arity: Some(2), check: unshared },
-    Guard { name: "zero_point_is_lowest", about: "a quantization zero point is its type's lowest level (nothing below zero survives)", arity: Some(1), check: |g, _, a| super::quantize::zero_point_is_lowest(g, a[0]) },
-    Guard { name: "clip_within_quantized_range", about: "(lo hi scale zero_point): clipping to [lo, hi] changes nothing once quantized", arity: Some(4), check: |g, _, a| super::quantize::clip_within_quantized_range(g, a[0], a[1], a[2], a[3]) },
-    Guard { name: "gemm_operands", about: "(A B C): A and B are matrices and C broadcasts one way onto A·B", arity: Some(3), check: gemm_operands },
+    Guard { name: "constant", about: "every argument is a known constant tensor", arity: None, check: Check::Classes(all_constant) },
+    Guard { name: "same_dtype", about: "the argument has the matched value's element type", arity: Some(1), check: Check::Classes(same_dtype) },
+    Guard { name: "same_shape", about: "the argument has the matched value's (fully known) shape", arity: Some(1), check: Check::Classes(same_shape) },
+    Guard { name: "positive_steps", about: "Slice steps are absent or constant and positive", arity: Some(1), check: Check::Classes(positive_steps) },
+    Guard { name: "identity_permutation", about: "a Transpose's perm keeps every axis in place", arity: Some(1), check: Check::Classes(identity_permutation) },
+    Guard { name: "inference_dropout", about: "Dropout runs in inference mode (training_mode absent or false)", arity: Some(2), check: Check::Classes(inference_dropout) },
+    Guard { name: "independent_reshape", about: "a Reshape target is constant and copies no input dim (no 0 entries)", arity: Some(2), check: Check::Classes(independent_reshape) },
+    Guard { name: "batchnorm_fits", about: "(W scale bias mean var bn_attrs): constant BN parameters, one per Conv output channel", arity: Some(6), check: Check::Classes(batchnorm_fits) },
+    Guard { name: "batchnorm_fits_transposed", about: "(W scale bias mean var bn_attrs conv_attrs): the same for ConvTranspose (Cout = W.dims[1]·group)", arity: Some(7), check: Check::Classes(batchnorm_fits_transposed) },
+    Guard { name: "batchnorm_fits_gemm", about: "(B C scale bias mean var bn_attrs gemm_attrs): constant BN parameters, one per Gemm output column, beta ≠ 0", arity: Some(8), check: Check::Classes(batchnorm_fits_gemm) },
+    Guard { name: "channel_constant", about: "(c W): c is a constant that varies only along the Conv output-channel axis", arity: Some(2), check: Check::Classes(channel_constant) },
+    Guard { name: "batchnorm_channel_constant", about: "(c X scale bias mean var bn_attrs): inference BN over X with constant parameters, and c a constant of their type that varies only along X's channel axis 1", arity: Some(7), check: Check::Classes(batchnorm_channel_constant) },
+    Guard { name: "unshared", about: "(X W): the layer reading X with weight W has one reader, so fusing into it duplicates nothing", arity: Some(2), check: Check::Classes(unshared) },
+    Guard { name: "zero_point_is_lowest", about: "a quantization zero point is its type's lowest level (nothing below zero survives)", arity: Some(1), check: Check::Classes(|g, _, a| super::quantize::zero_point_is_lowest(g, a[0])) },
+    Guard { name: "clip_within_quantized_range", about: "(lo hi scale zero_point): clipping to [lo, hi] changes nothing once quantized", arity: Some(4), check: Check::Classes(|g, _, a| super::quantize::clip_within_quantized_range(g, a[0], a[1], a[2], a[3])) },
+    Guard { name: "unshared_intermediates", about: "(no arguments) every value the left side matches below its root is read by one node of the input model, so the rewrite computes nothing twice (checked by the rule engine)", arity: Some(0), check: Check::Classes(|_, _, _| true) },
+    Guard { name: "gemm_operands", about: "(A B C): A and B are matrices and C broadcasts one way onto A·B", arity: Some(3), check: Check::Classes(gemm_operands) },
 ];
 
 pub fn lookup(name: &str) -> Option<Guard> {
-    GUARDS.iter().find(|g| g.name == name).copied()
+    all().find(|g| g.name == name).copied()
 }
 
 pub fn names() -> Vec<&'static str> {
-    GUARDS.iter().map(|g| g.name).collect()
+    all().map(|g| g.name).collect()
 }
 
-/// Every guard with its description (for `pare passes`).
-pub fn all() -> &'static [Guard] {
-    GUARDS
+/// Every guard with its description (for `pare passes`): these, then the
+/// activation fusions' ([`super::activations::GUARDS`]).
+pub fn all() -> impl Iterator<Item = &'static Guard> {
+    GUARDS.iter().chain(super::activations::GUARDS)
 }
 
 fn all_constant(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
@@ -93,23 +118,12 @@ fn identity_permutation(egraph: &Graph, root: Id, args: &[Id]) -> bool {
     }
 }
 
-fn default_opset(egraph: &Graph) -> i64 {
-    egraph
-        .analysis
-        .context
-        .opset_import
-        .iter()
-        .find(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
-        .and_then(|o| o.version)
-        .unwrap_or(21)
-}
-
 fn inference_dropout(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
     let training_off = is_absent(egraph, args[0])
         || constant_of(egraph, args[0]).and_then(tensor::to_i64).is_some_and(|v| v.iter().all(|&t| t == 0));
     let Some(attrs) = attrs_of(egraph, args[1]) else { return false };
     // Before opset 7, Dropout trained unless is_test was set.
-    let legacy_ok = default_opset(egraph) >= 7 || attrs.attr_int("is_test") == Some(1);
+    let legacy_ok = egraph.analysis.default_opset() >= 7 || attrs.attr_int("is_test") == Some(1);
     training_off && legacy_ok
 }
 
@@ -197,7 +211,7 @@ fn gemm_operands(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
     let fits = |dim: &crate::ir::Dim, target: Option<i64>| {
         dim.known() == Some(1) || (dim.known().is_some() && dim.known() == target)
     };
-    default_opset(egraph) >= 7
+    egraph.analysis.default_opset() >= 7
         && match c_shape.0.as_slice() {
             [] => true,
             [cn] => fits(cn, n),

@@ -9,6 +9,7 @@
 //! in id order, and the runner's limits are iterations and nodes first (the
 //! time limit is a safety net far above them).
 
+pub mod activations;
 pub mod analysis;
 pub mod appliers;
 pub mod build;
@@ -76,6 +77,9 @@ pub struct Options {
     pub profile: DeviceProfile,
     /// Largest summed error estimate of approximate rewrites.
     pub budget: f64,
+    /// The default-domain opset rewrites may raise the model to for an
+    /// operator newer than its own (`--target-opset`; `None`: its own opset).
+    pub target_opset: Option<i64>,
     /// What the `quant` family needs: settings and calibrated ranges.
     pub quantization: Option<Quantization>,
 }
@@ -176,6 +180,42 @@ pub struct EngineReport {
     pub layer_sensitivity: Vec<sensitivity::LayerSensitivity>,
     /// With `--quantize`: what was quantized and how.
     pub quantization: Option<crate::quantization_report::QuantizationReport>,
+    /// When a fused operator needed a newer opset than the model's.
+    pub opset_raised: Option<OpsetRaised>,
+}
+
+/// The model's default-domain opset raised for operators rewrites wrote.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct OpsetRaised {
+    pub from: i64,
+    pub to: i64,
+    /// The written operators that needed it, with the opset each needs.
+    pub operators: Vec<(String, i64)>,
+    /// Nodes the upgrade rewrote (operators whose signature changed on the way).
+    pub rewritten: std::collections::BTreeMap<String, usize>,
+}
+
+/// Raises the exported model's default-domain opset to what the operators
+/// in its main graph need (a fusion may write one newer than the model's
+/// opset, up to the target the rules were given: [`crate::ir::opset::may_write`]).
+fn raise_opset_for_written_operators(model: &mut Model) -> Result<Option<OpsetRaised>, EgraphError> {
+    let Some(from) = model.opset("") else { return Ok(None) };
+    let mut operators: Vec<(String, i64)> = model
+        .graph
+        .nodes
+        .node_weights()
+        .filter(|node| node.domain.is_empty() || node.domain == "ai.onnx")
+        .filter_map(|node| {
+            crate::ir::opset::opset_needed_by(&node.op_type, from).map(|needed| (node.op_type.clone(), needed))
+        })
+        .collect();
+    operators.sort();
+    operators.dedup();
+    let Some(to) = operators.iter().map(|&(_, needed)| needed).max() else { return Ok(None) };
+    let upgrade = crate::ir::upgrade_opset(model, to).map_err(|e| {
+        EgraphError::Export(format!("raising the opset from {from} to {to} for {}: {e}", operators[0].0))
+    })?;
+    Ok(Some(OpsetRaised { from, to, operators, rewritten: upgrade.rewritten }))
 }
 
 /// A whole-model candidate and its median latency in ONNX Runtime.
@@ -261,6 +301,7 @@ pub(crate) fn saturate(model: &Model, options: &Options) -> Result<Saturated, Eg
 
     let started = Instant::now();
     let build::Built { mut egraph, root, origins, value_names, outputs } = built;
+    egraph.analysis.target_opset = options.target_opset;
     if let Some(quantization) = &options.quantization {
         egraph.analysis.quantization = Some(quantization.settings.clone());
         for (class, name) in &value_names {
@@ -409,7 +450,8 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
     let extract_seconds = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let optimized = export::export(model, &built, &choice).map_err(EgraphError::Export)?;
+    let mut optimized = export::export(model, &built, &choice).map_err(EgraphError::Export)?;
+    let opset_raised = raise_opset_for_written_operators(&mut optimized)?;
     let export_seconds = started.elapsed().as_secs_f64();
 
     // Report firings by the value they happened at.
@@ -442,6 +484,7 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
         end_to_end_decisions: Vec::new(),
         layer_sensitivity: Vec::new(),
         quantization,
+        opset_raised,
         extraction: choice,
         timings: Timings {
             build: build_seconds,

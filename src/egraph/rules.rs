@@ -150,10 +150,23 @@ pub fn compile(spec: &RuleSpec, source_name: &str, log: &FiringLog) -> Result<Op
     };
     let bound = searcher.bound_vars();
     let mut checks = Vec::new();
+    let mut unshared_intermediates = None;
     for (name, args) in guards {
+        if name == UNSHARED_INTERMEDIATES {
+            let RuleSearcher::Pattern(pattern) = &searcher else {
+                return Err(error(format!("guard '{name}' needs a pattern on the left side")));
+            };
+            if !args.is_empty() {
+                return Err(error(format!("guard '{name}' takes no arguments")));
+            }
+            unshared_intermediates = Some(pattern.ast.clone());
+            continue;
+        }
         let guard = guards::lookup(name)
             .ok_or_else(|| error(format!("unknown guard '{name}' (known: {})", guards::names().join(", "))))?;
-        let vars = args
+        // Variables first, then numbers.
+        let split = args.iter().position(|a| !a.starts_with('?')).unwrap_or(args.len());
+        let vars = args[..split]
             .iter()
             .map(|a| {
                 let var: Var = a.parse().map_err(|_| error(format!("guard argument '{a}' is not a ?variable")))?;
@@ -164,8 +177,17 @@ pub fn compile(spec: &RuleSpec, source_name: &str, log: &FiringLog) -> Result<Op
                 }
             })
             .collect::<Result<Vec<Var>, RuleError>>()?;
-        guard.check_arity(vars.len()).map_err(|reason| error(format!("guard '{name}': {reason}")))?;
-        checks.push((guard, vars));
+        let numbers = args[split..]
+            .iter()
+            .map(|a| match a.parse::<f64>() {
+                Ok(number) if number.is_finite() => Ok(number),
+                _ => Err(error(format!(
+                    "guard argument '{a}' is neither a ?variable nor a number (variables come first)"
+                ))),
+            })
+            .collect::<Result<Vec<f64>, RuleError>>()?;
+        guard.check_arity(vars.len(), numbers.len()).map_err(|reason| error(format!("guard '{name}': {reason}")))?;
+        checks.push(GuardCheck { guard, vars, numbers });
     }
     let action = match rhs.strip_prefix('@') {
         Some(name) => Action::Named(
@@ -177,7 +199,16 @@ pub fn compile(spec: &RuleSpec, source_name: &str, log: &FiringLog) -> Result<Op
             if let Some(var) = pattern.vars().into_iter().find(|v| !bound.contains(v)) {
                 return Err(error(format!("right side uses {var}, which the left side does not bind")));
             }
-            Action::Pattern(pattern.ast)
+            let written = pattern
+                .ast
+                .as_ref()
+                .iter()
+                .filter_map(|node| match node {
+                    egg::ENodeOrVar::ENode(Onnx::Op(op, _)) => Some(*op),
+                    _ => None,
+                })
+                .collect();
+            Action::Pattern(pattern.ast, written)
         }
     };
     let applier = GuardedApplier {
@@ -187,6 +218,7 @@ pub fn compile(spec: &RuleSpec, source_name: &str, log: &FiringLog) -> Result<Op
             RuleSearcher::Pattern(_) => None,
         },
         checks,
+        unshared_intermediates,
         action,
         log: log.clone(),
     };
@@ -235,15 +267,27 @@ impl Searcher<Onnx, Facts> for RuleSearcher {
 
 /// What a rule adds when its guards hold.
 enum Action {
-    Pattern(PatternAst<Onnx>),
+    /// A pattern, and the operators it writes (each must be one the model's
+    /// opset, or the target opset, has: [`super::analysis::Facts::may_write`]).
+    Pattern(PatternAst<Onnx>, Vec<Symbol>),
     Named(appliers::NamedApplier),
+}
+
+/// A guard with the variables and numbers a rule gives it.
+struct GuardCheck {
+    guard: guards::Guard,
+    vars: Vec<Var>,
+    numbers: Vec<f64>,
 }
 
 struct GuardedApplier {
     rule: String,
     /// The operator an any-arity rule matched.
     op: Option<Symbol>,
-    checks: Vec<(guards::Guard, Vec<Var>)>,
+    checks: Vec<GuardCheck>,
+    /// With `unshared_intermediates()`: the left side, whose matched
+    /// classes below the root must each have one reader.
+    unshared_intermediates: Option<PatternAst<Onnx>>,
     action: Action,
     log: FiringLog,
 }
@@ -257,14 +301,22 @@ impl Applier<Onnx, Facts> for GuardedApplier {
         _ast: Option<&PatternAst<Onnx>>,
         _rule: Symbol,
     ) -> Vec<Id> {
-        for (guard, vars) in &self.checks {
-            let args: Vec<Id> = vars.iter().map(|v| subst[*v]).collect();
-            if !guard.holds(egraph, eclass, &args) {
+        for check in &self.checks {
+            let args: Vec<Id> = check.vars.iter().map(|v| subst[*v]).collect();
+            if !check.guard.holds(egraph, eclass, &args, &check.numbers) {
                 return Vec::new();
             }
         }
+        if self.unshared_intermediates.as_ref().is_some_and(|lhs| !intermediates_unshared(egraph, lhs, subst)) {
+            return Vec::new();
+        }
         let added = match &self.action {
-            Action::Pattern(ast) => Some(egraph.add_instantiation(ast, subst)),
+            Action::Pattern(ast, written) => {
+                if !written.iter().all(|op| egraph.analysis.may_write(op.as_str())) {
+                    return Vec::new();
+                }
+                Some(egraph.add_instantiation(ast, subst))
+            }
             Action::Named(applier) => applier.apply(egraph, eclass, subst, self.op),
         };
         let Some(added) = added else { return Vec::new() };
@@ -275,6 +327,31 @@ impl Applier<Onnx, Facts> for GuardedApplier {
             Vec::new()
         }
     }
+}
+
+/// The guard the rule engine checks itself: a match's intermediates are unshared.
+const UNSHARED_INTERMEDIATES: &str = "unshared_intermediates";
+
+/// Whether every class the pattern `lhs` matched below its root (under
+/// `subst`) is read by at most one node of the input model.
+fn intermediates_unshared(egraph: &Graph, lhs: &PatternAst<Onnx>, subst: &Subst) -> bool {
+    let nodes = lhs.as_ref();
+    let mut classes: Vec<Id> = Vec::with_capacity(nodes.len());
+    for (index, node) in nodes.iter().enumerate() {
+        let class = match node {
+            egg::ENodeOrVar::Var(var) => subst[*var],
+            egg::ENodeOrVar::ENode(enode) => {
+                let enode = egg::Language::map_children(enode.clone(), |child| classes[usize::from(child)]);
+                let Some(class) = egraph.lookup(enode) else { return false };
+                if index + 1 < nodes.len() && egraph[class].data.uses > 1 {
+                    return false;
+                }
+                class
+            }
+        };
+        classes.push(class);
+    }
+    true
 }
 
 #[cfg(test)]

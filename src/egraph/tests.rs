@@ -21,6 +21,7 @@ fn options(families: &[&str], user_rules: &str, budget: f64) -> Options {
         profile: DeviceProfile::shipped("x86-avx2").unwrap(),
         budget,
         quantization: None,
+        target_opset: Some(22),
     }
 }
 

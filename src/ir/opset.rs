@@ -1,10 +1,10 @@
 //! Default-domain opset upgrade: raises a model's `ai.onnx` opset from any
-//! version 7..=22 to a higher one (up to 22), rewriting every operator whose
+//! version 7..=24 to a higher one (up to 24), rewriting every operator whose
 //! signature changed in between so the model computes the same thing, and
 //! raises the IR version to what the target opset needs.
 //!
 //! This module owns the knowledge of which ONNX operators changed how between
-//! opsets 7 and 22 ([`upgrade`] and the one function per operator family
+//! opsets 7 and 24 ([`upgrade`] and the one function per operator family
 //! below). Operators of other domains are left alone. Subgraphs (If, Loop,
 //! Scan bodies, of nodes of any domain) and model-local functions that import
 //! the default domain are upgraded the same way. A failed upgrade changes
@@ -67,10 +67,13 @@
 //!   Reshape), which needs the channel count known.
 //!
 //! Every other ai.onnx operator only gained types, or attributes and optional
-//! inputs whose defaults keep the old behaviour, between 7 and 22
+//! inputs whose defaults keep the old behaviour, between 7 and 24
 //! ([`UNCHANGED`]): for instance Gemm's C became optional (11), pools gained
 //! ceil_mode and dilations (10, 19), GRU/LSTM/RNN a layout (14), Reshape
-//! allowzero (14), If/Loop/Scan-9+ sequence and optional types. An operator
+//! allowzero (14), If/Loop/Scan-9+ sequence and optional types; at 23
+//! QuantizeLinear's `precision` and DequantizeLinear's `output_dtype` (their
+//! defaults keep the old types), at 24 Cast's `round_mode` (float8e8m0 only)
+//! and Attention's optional `nonpad_kv_seqlen`. An operator
 //! in neither list is refused, since its semantics are unknown here.
 
 use std::collections::{BTreeMap, HashSet};
@@ -90,7 +93,7 @@ use crate::onnx::proto::{
 /// The oldest default-domain opset pare upgrades from.
 pub const MIN_SOURCE_OPSET: i64 = 7;
 /// The newest default-domain opset pare upgrades to.
-pub const MAX_TARGET_OPSET: i64 = 22;
+pub const MAX_TARGET_OPSET: i64 = 24;
 
 /// The lowest IR version that may import a default-domain opset (ONNX's
 /// versioning table).
@@ -104,8 +107,42 @@ pub fn min_ir_version(opset: i64) -> i64 {
         15..=18 => 8,
         19..=20 => 9,
         21..=22 => 10,
-        _ => 11,
+        23 => 11,
+        _ => 12,
     }
+}
+
+/// The default-domain operators pare's rewrites write in a form newer than
+/// their first version, or that are new since opset 7: (operator, the opset
+/// that first defines it, the opset since which its signature is the one
+/// pare writes). Operators not listed have kept their signature since 7.
+const WRITTEN_FORMS: &[(&str, i64, i64)] = &[
+    ("Clip", 6, 11),
+    ("HardSwish", 14, 14),
+    ("LayerNormalization", 17, 17),
+    ("Mish", 18, 18),
+    ("Gelu", 20, 20),
+    ("Swish", 24, 24),
+];
+
+/// Whether a rewrite may write operator `op_type` (default domain, in the
+/// form pare writes it) into a model at opset `model` that may be raised to
+/// `target`: the model's opset already has that form, or the operator is
+/// new since then (so its nodes mean nothing older and the model can be
+/// raised to the opset that defines it, see [`opset_needed_by`]). An
+/// operator whose older form differs (Clip before 11) needs the model at
+/// the newer opset already, since an upgrade would read it as the old form.
+pub fn may_write(op_type: &str, model: i64, target: i64) -> bool {
+    match WRITTEN_FORMS.iter().find(|(op, _, _)| *op == op_type) {
+        None => true,
+        Some(&(_, first, form)) => model >= form || (model < first && form <= target),
+    }
+}
+
+/// The opset that defines operator `op_type` (default domain), when a model
+/// at `opset` does not know it: what a model holding it must be raised to.
+pub fn opset_needed_by(op_type: &str, opset: i64) -> Option<i64> {
+    WRITTEN_FORMS.iter().find(|&&(op, first, _)| op == op_type && first > opset).map(|&(_, _, form)| form)
 }
 
 /// Why a model cannot be upgraded. Nothing was changed.
@@ -203,12 +240,12 @@ pub fn upgrade(model: &mut Model, target: i64) -> Result<Upgrade, OpsetError> {
 }
 
 /// The default-domain operators whose signature did not change between
-/// opsets 7 and 22 other than by added types, or by added attributes and
+/// opsets 7 and 24 other than by added types, or by added attributes and
 /// optional inputs whose defaults keep the old behaviour.
 #[rustfmt::skip]
 pub const UNCHANGED: &[&str] = &[
     "Abs", "Acos", "Acosh", "Add", "AffineGrid", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh",
-    "AveragePool", "Bernoulli", "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor", "BlackmanWindow",
+    "Attention", "AveragePool", "Bernoulli", "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor", "BlackmanWindow",
     "Cast", "CastLike", "Ceil", "Celu", "CenterCropPad", "Col2Im", "Compress", "Concat", "ConcatFromSequence",
     "Constant", "ConstantOfShape", "Conv", "ConvInteger", "ConvTranspose", "Cos", "Cosh", "CumSum", "DeformConv",
     "DepthToSpace", "DequantizeLinear", "Det", "Div", "DynamicQuantizeLinear", "Einsum", "Elu", "Equal", "Erf", "Exp",
@@ -219,12 +256,12 @@ pub const UNCHANGED: &[&str] = &[
     "MatMul", "MatMulInteger", "Max", "MaxPool", "MaxRoiPool", "MaxUnpool", "Mean", "MelWeightMatrix", "Min", "Mish",
     "Mod", "Mul", "Multinomial", "Neg", "NegativeLogLikelihoodLoss", "NonMaxSuppression", "NonZero", "Not", "OneHot",
     "Optional", "OptionalGetElement", "OptionalHasElement", "Or", "PRelu", "Pow", "QLinearConv", "QLinearMatMul",
-    "QuantizeLinear", "RNN", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Range",
-    "Reciprocal", "RegexFullMatch", "Relu", "Reshape", "ReverseSequence", "Round", "STFT", "ScatterElements",
+    "QuantizeLinear", "RMSNormalization", "RNN", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Range",
+    "Reciprocal", "RegexFullMatch", "Relu", "Reshape", "ReverseSequence", "RotaryEmbedding", "Round", "STFT", "ScatterElements",
     "ScatterND", "Selu", "SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase", "SequenceInsert",
     "SequenceLength", "SequenceMap", "Shape", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Size",
     "SoftmaxCrossEntropyLoss", "Softplus", "Softsign", "SpaceToDepth", "SplitToSequence", "Sqrt", "StringConcat",
-    "StringNormalizer", "StringSplit", "Sub", "Sum", "Tan", "Tanh", "TfIdfVectorizer", "ThresholdedRelu", "Tile",
+    "StringNormalizer", "StringSplit", "Sub", "Sum", "Swish", "Tan", "Tanh", "TensorScatter", "TfIdfVectorizer", "ThresholdedRelu", "Tile",
     "Transpose", "Trilu", "Unique", "Where", "Xor",
 ];
 
