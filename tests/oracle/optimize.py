@@ -33,7 +33,7 @@ import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ["resnet50", "densenet121", "inception_v2", "shufflenet", "squeezenet", "vgg19",
-          "ppocr_det", "ppocr_rec", "ppocr_cls"]
+          "ppocr_det", "ppocr_rec", "ppocr_cls", "orientation"]
 
 
 TOOLS = ("original", "pare", "onnxsim", "onnxoptimizer")
