@@ -24,6 +24,7 @@ fn main() {
         budget: 0.0,
         quantization: None,
         target_opset: Some(22),
+        measured: None,
     };
     let mut best: Option<Timings> = None;
     let total = |t: &Timings| t.build + t.saturate + t.extract + t.export;

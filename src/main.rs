@@ -412,6 +412,7 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
         budget,
         quantization: None,
         target_opset: Some(target_opset),
+        measured: None,
         profile,
     };
 
@@ -436,6 +437,23 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
             pare::samples::shapes_text(&shapes).join(", ")
         )
     });
+    if args.cost_model == CostModelArg::Measured && options.objective == Objective::Latency {
+        // The fused alternatives are priced by operator latencies timed in ONNX Runtime.
+        let cache = cost_cache
+            .clone()
+            .unwrap_or_else(|| pare::cost::cache::CostCache::in_memory(pare::cost::cache::this_machine()).shared());
+        let shapes = match &args.calib {
+            Some(dir) => {
+                let samples = pare::samples::from_folder(dir, &pare::samples::input_names(&loaded.model))?
+                    .take(MEDIAN_SHAPE_SAMPLES)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let tensors: Vec<_> = samples.into_iter().map(|sample| sample.inputs).collect();
+                pare::samples::median_shapes(&tensors)
+            }
+            None => pare::samples::representative_shapes(&loaded.model).unwrap_or_default(),
+        };
+        options.measured = Some(pare::egraph::MeasuredCosts { cost_cache: cache, shapes });
+    }
     if let Some(mode) = args.quantize {
         let cache = cost_cache.clone().unwrap_or_else(|| {
             let machine = if args.cost_model == CostModelArg::Measured && mode == QuantizeArg::Auto {
@@ -453,6 +471,9 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
     let original = loaded.model.clone();
     let optimized = pipeline::optimize(loaded.model, &args.input, &fixed, &options).map_err(anyhow::Error::from);
     let (optimized, engine) = at_guessed_shape(optimized, &guess)?;
+    if let Some(warning) = engine.as_ref().and_then(|e| e.cost_model_warning.as_ref()) {
+        eprintln!("pare: warning: {warning}");
+    }
     // The timings are kept whatever verification says of the model.
     let cost_cache = match &cost_cache {
         Some(cache) => {
@@ -556,6 +577,8 @@ fn at_guessed_shape<T>(result: Result<T>, guess: &Option<String>) -> Result<T> {
 /// `--quantize auto` keeps within when no --budget is given: half the
 /// tolerance it verifies against, as sensitivities only roughly add up.
 const DEFAULT_QUANTIZED_BUDGET: f64 = 0.05;
+/// Calibration samples whose median shape measured operator latencies are taken at.
+const MEDIAN_SHAPE_SAMPLES: usize = 64;
 
 /// The relative L2 error any `--quantize` mode verifies against when no tolerance is given.
 const DEFAULT_QUANTIZED_REL_L2: f64 = 0.1;

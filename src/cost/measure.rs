@@ -189,9 +189,13 @@ impl LatencyTable {
         graph.node.push(node);
         let opset =
             |domain: &str, version: i64| OperatorSetIdProto { domain: Some(domain.into()), version: Some(version) };
+        // An operator newer than the model's opset (a fused activation) is timed at the opset that defines it.
+        let newer =
+            (call.domain.is_empty()).then(|| crate::ir::opset::opset_needed_by(call.op_type, self.opset)).flatten();
+        let default_opset = newer.unwrap_or(self.opset);
         ModelProto {
-            ir_version: Some(8),
-            opset_import: vec![opset("", self.opset), opset("com.microsoft", 1)],
+            ir_version: Some(crate::ir::opset::min_ir_version(default_opset).max(8)),
+            opset_import: vec![opset("", default_opset), opset("com.microsoft", 1)],
             graph: Some(graph),
             ..Default::default()
         }

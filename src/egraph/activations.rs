@@ -334,6 +334,7 @@ fn layer_normalization(egraph: &mut Graph, root: Id, _subst: &Subst, _op: Option
     {
         return None;
     }
+    egraph.analysis.walked.extend([centered, mean, deviation, variance_plus, variance, squared]);
     // Only the normalized dims need to be known.
     let shape = egraph[x].data.shape.as_ref()?;
     let normalized: Vec<i64> = shape.0[axes[0]..].iter().map(|d| d.known()).collect::<Option<_>>()?;

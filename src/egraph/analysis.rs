@@ -131,6 +131,13 @@ pub struct Facts {
     /// The default-domain opset rewrites may raise the model to, for
     /// operators newer than its own (`None`: its own opset).
     pub target_opset: Option<i64>,
+    /// Classes whose alternatives are priced by measured latencies: the
+    /// classes `measured()` rules matched (ids as added: look them up
+    /// through `find`).
+    pub measured_classes: Vec<Id>,
+    /// The classes a named applier matched by walking the e-graph itself
+    /// (an any-arity rule's pattern names only its root), for `measured()`.
+    pub walked: Vec<Id>,
     weight_index: HashMap<(i32, Vec<i64>, Bytes), WeightId>,
     attrs_index: HashMap<Vec<u8>, AttrsId>,
 }

@@ -60,6 +60,12 @@ impl<'a> Origins<'a> {
         self.direct(node).or_else(|| self.of_integer_layer(class, node))
     }
 
+    /// The input model's node that computed the value of `class` (any of its
+    /// e-nodes that came from one): the name a node replacing it takes.
+    pub fn of_class(&self, class: Id) -> Option<&'a NodeOrigin> {
+        self.egraph[self.egraph.find(class)].nodes.iter().find_map(|n| self.origins.get(n).copied())
+    }
+
     fn direct(&self, node: &Onnx) -> Option<&'a NodeOrigin> {
         self.origins.get(node).or_else(|| self.similar_origins.get(&similarity_key(node)?)).copied()
     }
@@ -426,7 +432,14 @@ impl<'a> Exporter<'a> {
                 (origin.name.clone(), origin.passthrough.clone())
             }
             None => {
-                let name = self.fresh_node_name(op_type);
+                // A node that replaces others (a fusion) takes the name of the one whose value it computes.
+                let replaced = origin
+                    .is_none()
+                    .then(|| self.origins.of_class(class))
+                    .flatten()
+                    .map(|o| o.name.clone())
+                    .filter(|name| !name.is_empty() && self.node_names.insert(name.clone()));
+                let name = replaced.unwrap_or_else(|| self.fresh_node_name(op_type));
                 let passthrough = NodeProto {
                     name: Some(name.clone()),
                     op_type: Some(op_type.to_string()),

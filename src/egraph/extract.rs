@@ -80,16 +80,16 @@ fn bytes(facts: &ClassFacts) -> u64 {
 
 impl NodeCosts {
     /// Costs from the device profile, with latencies measured in ONNX
-    /// Runtime for the operators [`MEASURED_OPERATORS`] lists when `measured` is given.
+    /// Runtime where `measured` says ([`Measured`]).
     pub fn new(
         egraph: &Graph,
         profile: &DeviceProfile,
         objective: Objective,
-        mut measured: Option<&mut LatencyTable>,
+        mut measured: Option<&mut Measured>,
     ) -> NodeCosts {
         NodeCosts::from_fn(egraph, |id, node| {
             let timed = match (&mut measured, objective) {
-                (Some(table), Objective::Latency) => measured_latency(egraph, id, node, table),
+                (Some(measured), Objective::Latency) => measured.latency(egraph, id, node),
                 _ => None,
             };
             match timed {
@@ -141,49 +141,75 @@ pub const MEASURED_OPERATORS: &[&str] = &[
     "MaxPool",
 ];
 
-/// The latency of an operator node measured alone in ONNX Runtime, when
-/// every input and the output have static shapes. Choices must not follow
-/// timing noise, so a node on 8-bit integers (a quantized form, or the
-/// conversions to and from one) is charged the top of its latency's 95%
-/// interval and a float node the bottom: a quantized form wins only where
-/// it is faster beyond the measured noise.
-fn measured_latency(egraph: &Graph, class: Id, node: &Onnx, table: &mut LatencyTable) -> Option<f64> {
-    let Onnx::Op(op, children) = node else { return None };
-    if !MEASURED_OPERATORS.contains(&op.as_str()) {
-        return None;
+/// Which e-nodes are priced by latencies measured in ONNX Runtime, and the
+/// table that has them.
+pub struct Measured<'a> {
+    pub table: &'a mut LatencyTable,
+    /// Time the quantization family's operators ([`MEASURED_OPERATORS`]) everywhere.
+    pub quantization: bool,
+    /// Classes whose every operator node is timed: the alternatives of
+    /// `measured()` rules (canonical ids).
+    pub classes: std::collections::HashSet<Id>,
+    /// The e-nodes of the input model (canonical children): a measured
+    /// alternative that is not one of them wins only beyond the noise.
+    pub original: std::collections::HashSet<Onnx>,
+    /// Static dims of classes whose shapes the model leaves open, at the
+    /// shapes latencies are measured at.
+    pub timing_dims: HashMap<Id, Vec<i64>>,
+}
+
+impl Measured<'_> {
+    fn dims(&self, egraph: &Graph, class: Id) -> Option<Vec<i64>> {
+        egraph[class].data.static_dims().or_else(|| self.timing_dims.get(&egraph.find(class)).cloned())
     }
-    let mut attributes: &[crate::onnx::proto::AttributeProto] = &[];
-    let mut inputs = Vec::new();
-    for &child in children.iter() {
-        if let Some(attrs) = super::analysis::attrs_of(egraph, child) {
-            if !attrs.implicit.is_empty() {
-                return None;
-            }
-            attributes = &attrs.attributes;
-        } else if super::analysis::is_absent(egraph, child) {
-            inputs.push(CallInput::Absent);
-        } else if let Some(tensor) = super::analysis::constant_of(egraph, child) {
-            inputs.push(CallInput::Constant(tensor));
-        } else {
-            let facts = &egraph[child].data;
-            inputs.push(CallInput::Fed(facts.dtype?, facts.static_dims()?));
+
+    /// The latency of an operator node measured alone in ONNX Runtime, when
+    /// every input and the output have static (or timing) shapes. Choices
+    /// must not follow timing noise, so a node on 8-bit integers (a quantized
+    /// form, or the conversions to and from one) and a node no input model
+    /// had (a fused activation) are charged the top of their latency's 95%
+    /// interval and the input model's float nodes the bottom: a rewrite wins
+    /// only where it is faster beyond the measured noise.
+    fn latency(&mut self, egraph: &Graph, class: Id, node: &Onnx) -> Option<f64> {
+        let Onnx::Op(op, children) = node else { return None };
+        let quantized_operator = self.quantization && MEASURED_OPERATORS.contains(&op.as_str());
+        if !quantized_operator && !self.classes.contains(&egraph.find(class)) {
+            return None;
         }
+        let mut attributes: &[crate::onnx::proto::AttributeProto] = &[];
+        let mut inputs = Vec::new();
+        for &child in children.iter() {
+            if let Some(attrs) = super::analysis::attrs_of(egraph, child) {
+                if !attrs.implicit.is_empty() {
+                    return None;
+                }
+                attributes = &attrs.attributes;
+            } else if super::analysis::is_absent(egraph, child) {
+                inputs.push(CallInput::Absent);
+            } else if let Some(tensor) = super::analysis::constant_of(egraph, child) {
+                inputs.push(CallInput::Constant(tensor));
+            } else {
+                inputs.push(CallInput::Fed(egraph[child].data.dtype?, self.dims(egraph, child)?));
+            }
+        }
+        while matches!(inputs.last(), Some(CallInput::Absent)) {
+            inputs.pop();
+        }
+        let (domain, op_type) = split_op(*op);
+        let output = (egraph[class].data.dtype?, self.dims(egraph, class)?);
+        let call = OperatorCall { domain, op_type, attributes, inputs, output };
+        let interval = self.table.latency(&call)?;
+        let byte_sized = |dtype: DataType| matches!(dtype, DataType::Uint8 | DataType::Int8);
+        let on_integers = byte_sized(call.output.0)
+            || call.inputs.iter().any(|input| match input {
+                CallInput::Fed(dtype, _) => byte_sized(*dtype),
+                CallInput::Constant(tensor) => tensor.data_type.and_then(DataType::from_code).is_some_and(byte_sized),
+                CallInput::Absent => false,
+            });
+        let rewritten = !quantized_operator
+            && !self.original.contains(&egg::Language::map_children(node.clone(), |c| egraph.find(c)));
+        Some(if on_integers || rewritten { interval.high } else { interval.low })
     }
-    while matches!(inputs.last(), Some(CallInput::Absent)) {
-        inputs.pop();
-    }
-    let facts = &egraph[class].data;
-    let (domain, op_type) = split_op(*op);
-    let call = OperatorCall { domain, op_type, attributes, inputs, output: (facts.dtype?, facts.static_dims()?) };
-    let interval = table.latency(&call)?;
-    let byte_sized = |dtype: DataType| matches!(dtype, DataType::Uint8 | DataType::Int8);
-    let on_integers = byte_sized(call.output.0)
-        || call.inputs.iter().any(|input| match input {
-            CallInput::Fed(dtype, _) => byte_sized(*dtype),
-            CallInput::Constant(tensor) => tensor.data_type.and_then(DataType::from_code).is_some_and(byte_sized),
-            CallInput::Absent => false,
-        });
-    Some(if on_integers { interval.high } else { interval.low })
 }
 
 /// Cost added to the other alternatives of a class holding a preferred one.

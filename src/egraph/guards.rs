@@ -73,6 +73,7 @@ const GUARDS: &[Guard] = &[
     Guard { name: "zero_point_is_lowest", about: "a quantization zero point is its type's lowest level (nothing below zero survives)", arity: Some(1), check: Check::Classes(|g, _, a| super::quantize::zero_point_is_lowest(g, a[0])) },
     Guard { name: "clip_within_quantized_range", about: "(lo hi scale zero_point): clipping to [lo, hi] changes nothing once quantized", arity: Some(4), check: Check::Classes(|g, _, a| super::quantize::clip_within_quantized_range(g, a[0], a[1], a[2], a[3])) },
     Guard { name: "unshared_intermediates", about: "(no arguments) every value the left side matches below its root is read by one node of the input model, so the rewrite computes nothing twice (checked by the rule engine)", arity: Some(0), check: Check::Classes(|_, _, _| true) },
+    Guard { name: "measured", about: "(no arguments) the alternative is priced by latencies measured in ONNX Runtime where measured costs are on: every operator in the classes the rule matched is timed alone (checked by the rule engine)", arity: Some(0), check: Check::Classes(|_, _, _| true) },
     Guard { name: "gemm_operands", about: "(A B C): A and B are matrices and C broadcasts one way onto A·B", arity: Some(3), check: Check::Classes(gemm_operands) },
 ];
 

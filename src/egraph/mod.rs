@@ -23,7 +23,7 @@ pub mod sensitivity;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use egg::{Runner, SimpleScheduler};
@@ -82,6 +82,38 @@ pub struct Options {
     pub target_opset: Option<i64>,
     /// What the `quant` family needs: settings and calibrated ranges.
     pub quantization: Option<Quantization>,
+    /// Price the alternatives of `measured()` rules (the fused activations)
+    /// by latencies measured in ONNX Runtime (`None`: the device profile).
+    pub measured: Option<MeasuredCosts>,
+}
+
+/// Where measured operator latencies are kept, and the input shapes they
+/// are measured at where the model leaves dims open.
+#[derive(Clone, Debug)]
+pub struct MeasuredCosts {
+    pub cost_cache: crate::cost::cache::SharedCostCache,
+    pub shapes: Vec<(String, Vec<i64>)>,
+}
+
+/// The static dims of the named classes whose shapes the model leaves
+/// open, with its inputs at `shapes` (empty when none are given or the
+/// model cannot be inferred there).
+fn timing_dims(model: &Model, built: &build::Built, shapes: &[(String, Vec<i64>)]) -> HashMap<egg::Id, Vec<i64>> {
+    if shapes.is_empty() || !crate::samples::has_open_dims(model) {
+        return HashMap::new();
+    }
+    let mut at_shape = model.clone();
+    if crate::ir::infer::infer(&mut at_shape, shapes).is_err() {
+        return HashMap::new();
+    }
+    built
+        .value_names
+        .iter()
+        .filter_map(|(class, name)| {
+            let value = at_shape.graph.value(at_shape.graph.value_id(name)?);
+            Some((built.egraph.find(*class), value.shape.as_ref()?.as_known()?))
+        })
+        .collect()
 }
 
 /// Quantization settings, the calibrated ranges of the model's values (by
@@ -182,6 +214,8 @@ pub struct EngineReport {
     pub quantization: Option<crate::quantization_report::QuantizationReport>,
     /// When a fused operator needed a newer opset than the model's.
     pub opset_raised: Option<OpsetRaised>,
+    /// Why measured costs were asked for and not used.
+    pub cost_model_warning: Option<String>,
 }
 
 /// The model's default-domain opset raised for operators rewrites wrote.
@@ -413,15 +447,54 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
 
     let started = Instant::now();
     let force = options.quantization.as_ref().is_some_and(|q| q.force);
-    let mut table = match (&options.quantization, options.objective) {
-        (Some(q), Objective::Latency) if q.measure && !q.force => {
-            let opset = model.opset("").unwrap_or(crate::pipeline::QUANT_OPSET);
-            let table = crate::cost::measure::LatencyTable::new(opset, q.cost_cache.clone());
-            Some(table.map_err(|e| EgraphError::Measure(e.to_string()))?)
-        }
+    let quantization_measured =
+        options.quantization.as_ref().is_some_and(|q| q.measure && !q.force) && options.objective == Objective::Latency;
+    let measured_classes: HashSet<egg::Id> =
+        built.egraph.analysis.measured_classes.iter().map(|&class| built.egraph.find(class)).collect();
+    let rewrites_measured = options.measured.as_ref().filter(|_| {
+        options.objective == Objective::Latency
+            && !measured_classes.is_empty()
+            && options.quantization.as_ref().is_none_or(|q| !q.force)
+    });
+    let mut cost_model_warning = None;
+    let cache = match (&options.quantization, rewrites_measured) {
+        (Some(q), _) if quantization_measured => Some(q.cost_cache.clone()),
+        (_, Some(measured)) => Some(measured.cost_cache.clone()),
         _ => None,
     };
-    let mut costs = extract::NodeCosts::new(&built.egraph, &options.profile, options.objective, table.as_mut());
+    let mut table = match cache {
+        Some(cache) => {
+            let opset = model.opset("").unwrap_or(crate::pipeline::QUANT_OPSET);
+            match crate::cost::measure::LatencyTable::new(opset, cache) {
+                Ok(table) => Some(table),
+                Err(e) if quantization_measured => return Err(EgraphError::Measure(e.to_string())),
+                Err(e) => {
+                    cost_model_warning = Some(format!(
+                        "ONNX Runtime could not time operators ({e}), so the device profile priced the fused alternatives"
+                    ));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let mut measured = table.as_mut().map(|table| extract::Measured {
+        table,
+        quantization: quantization_measured,
+        classes: if rewrites_measured.is_some() { measured_classes } else { HashSet::new() },
+        original: built
+            .origins
+            .iter()
+            .map(|(node, _)| egg::Language::map_children(node.clone(), |c| built.egraph.find(c)))
+            .collect(),
+        timing_dims: timing_dims(model, &built, rewrites_measured.map_or(&[][..], |m| &m.shapes)),
+    });
+    let timing_shapes = match (&measured, rewrites_measured) {
+        (Some(m), Some(rewrites)) if !m.timing_dims.is_empty() => crate::samples::shapes_text(&rewrites.shapes),
+        _ => Vec::new(),
+    };
+    let mut costs = extract::NodeCosts::new(&built.egraph, &options.profile, options.objective, measured.as_mut());
+    drop(measured);
     if let Some(error) = table.as_ref().and_then(|t| t.error.clone()) {
         return Err(EgraphError::Measure(error.to_string()));
     }
@@ -479,12 +552,13 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
         measured_configurations: table.as_ref().map_or(0, |t| t.measured),
         operator_timings: table.map(|t| t.timings).unwrap_or_default(),
         quantized_layers: quantized_classes(&built, &choice),
-        timing_shapes: Vec::new(),
+        timing_shapes,
         end_to_end: Vec::new(),
         end_to_end_decisions: Vec::new(),
         layer_sensitivity: Vec::new(),
         quantization,
         opset_raised,
+        cost_model_warning,
         extraction: choice,
         timings: Timings {
             build: build_seconds,

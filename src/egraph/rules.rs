@@ -150,16 +150,20 @@ pub fn compile(spec: &RuleSpec, source_name: &str, log: &FiringLog) -> Result<Op
     };
     let bound = searcher.bound_vars();
     let mut checks = Vec::new();
-    let mut unshared_intermediates = None;
+    let (mut unshared_intermediates, mut measured) = (false, false);
     for (name, args) in guards {
-        if name == UNSHARED_INTERMEDIATES {
-            let RuleSearcher::Pattern(pattern) = &searcher else {
-                return Err(error(format!("guard '{name}' needs a pattern on the left side")));
-            };
+        if [UNSHARED_INTERMEDIATES, MEASURED].contains(&name.as_str()) {
             if !args.is_empty() {
                 return Err(error(format!("guard '{name}' takes no arguments")));
             }
-            unshared_intermediates = Some(pattern.ast.clone());
+            if name == UNSHARED_INTERMEDIATES {
+                if !matches!(searcher, RuleSearcher::Pattern(_)) {
+                    return Err(error(format!("guard '{name}' needs a pattern on the left side")));
+                }
+                unshared_intermediates = true;
+            } else {
+                measured = true;
+            }
             continue;
         }
         let guard = guards::lookup(name)
@@ -217,8 +221,13 @@ pub fn compile(spec: &RuleSpec, source_name: &str, log: &FiringLog) -> Result<Op
             RuleSearcher::Op(op) => Some(*op),
             RuleSearcher::Pattern(_) => None,
         },
+        lhs: match &searcher {
+            RuleSearcher::Pattern(pattern) => Some(pattern.ast.clone()),
+            RuleSearcher::Op(_) => None,
+        },
         checks,
         unshared_intermediates,
+        measured,
         action,
         log: log.clone(),
     };
@@ -284,10 +293,15 @@ struct GuardedApplier {
     rule: String,
     /// The operator an any-arity rule matched.
     op: Option<Symbol>,
+    /// The left side, when it is a pattern.
+    lhs: Option<PatternAst<Onnx>>,
     checks: Vec<GuardCheck>,
-    /// With `unshared_intermediates()`: the left side, whose matched
-    /// classes below the root must each have one reader.
-    unshared_intermediates: Option<PatternAst<Onnx>>,
+    /// `unshared_intermediates()`: the classes the left side matched below
+    /// its root must each have one reader.
+    unshared_intermediates: bool,
+    /// `measured()`: the classes the rule matched are priced by measured
+    /// latencies ([`super::analysis::Facts::measured_classes`]).
+    measured: bool,
     action: Action,
     log: FiringLog,
 }
@@ -307,9 +321,18 @@ impl Applier<Onnx, Facts> for GuardedApplier {
                 return Vec::new();
             }
         }
-        if self.unshared_intermediates.as_ref().is_some_and(|lhs| !intermediates_unshared(egraph, lhs, subst)) {
+        let matched = match &self.lhs {
+            Some(lhs) => match matched_classes(egraph, lhs, subst) {
+                Some(classes) => classes,
+                None => return Vec::new(),
+            },
+            None => vec![eclass],
+        };
+        let below_root = &matched[..matched.len().saturating_sub(1)];
+        if self.unshared_intermediates && below_root.iter().any(|&class| egraph[class].data.uses > 1) {
             return Vec::new();
         }
+        egraph.analysis.walked.clear();
         let added = match &self.action {
             Action::Pattern(ast, written) => {
                 if !written.iter().all(|op| egraph.analysis.may_write(op.as_str())) {
@@ -319,6 +342,10 @@ impl Applier<Onnx, Facts> for GuardedApplier {
             }
             Action::Named(applier) => applier.apply(egraph, eclass, subst, self.op),
         };
+        if self.measured && added.is_some() {
+            let walked = std::mem::take(&mut egraph.analysis.walked);
+            egraph.analysis.measured_classes.extend(matched.iter().chain(&walked));
+        }
         let Some(added) = added else { return Vec::new() };
         if egraph.union(eclass, added) {
             self.log.lock().unwrap_or_else(|p| p.into_inner()).push(Firing { rule: self.rule.clone(), class: eclass });
@@ -332,26 +359,27 @@ impl Applier<Onnx, Facts> for GuardedApplier {
 /// The guard the rule engine checks itself: a match's intermediates are unshared.
 const UNSHARED_INTERMEDIATES: &str = "unshared_intermediates";
 
-/// Whether every class the pattern `lhs` matched below its root (under
-/// `subst`) is read by at most one node of the input model.
-fn intermediates_unshared(egraph: &Graph, lhs: &PatternAst<Onnx>, subst: &Subst) -> bool {
-    let nodes = lhs.as_ref();
-    let mut classes: Vec<Id> = Vec::with_capacity(nodes.len());
-    for (index, node) in nodes.iter().enumerate() {
+/// The guard that marks a rule whose alternatives are priced by measured latencies.
+const MEASURED: &str = "measured";
+
+/// The classes the pattern `lhs` matched under `subst`, one per e-node of
+/// the pattern (its root last); `None` when one is not in the e-graph.
+fn matched_classes(egraph: &Graph, lhs: &PatternAst<Onnx>, subst: &Subst) -> Option<Vec<Id>> {
+    let mut classes: Vec<Id> = Vec::with_capacity(lhs.as_ref().len());
+    let mut matched = Vec::new();
+    for node in lhs.as_ref() {
         let class = match node {
             egg::ENodeOrVar::Var(var) => subst[*var],
             egg::ENodeOrVar::ENode(enode) => {
                 let enode = egg::Language::map_children(enode.clone(), |child| classes[usize::from(child)]);
-                let Some(class) = egraph.lookup(enode) else { return false };
-                if index + 1 < nodes.len() && egraph[class].data.uses > 1 {
-                    return false;
-                }
+                let class = egraph.lookup(enode)?;
+                matched.push(class);
                 class
             }
         };
         classes.push(class);
     }
-    true
+    Some(matched)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ fn options(families: &[&str], user_rules: &str, budget: f64) -> Options {
         budget,
         quantization: None,
         target_opset: Some(22),
+        measured: None,
     }
 }
 
