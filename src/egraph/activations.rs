@@ -13,6 +13,9 @@
 //! may be raised to) is checked for every operator a rewrite writes
 //! ([`super::analysis::Facts::may_write`]).
 
+#[cfg(test)]
+mod tests;
+
 use egg::{Id, Subst, Symbol};
 
 use super::analysis::{attrs_of, constant_of, is_absent, Graph, OpAttrs};
