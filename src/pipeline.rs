@@ -365,7 +365,13 @@ pub fn optimize(
         } else {
             over = Some(budget);
         }
-        widened = over.map(|over| (fits * over).sqrt());
+        // Between the largest budget that fits and the smallest that does
+        // not; with none over yet, widened again from the one that fit while
+        // its error leaves room.
+        widened = match over {
+            Some(over) => Some((fits * over).sqrt()),
+            None => widened_budget(options.budget, fits, error, None),
+        };
     }
     let protos = candidates
         .iter()
@@ -530,7 +536,8 @@ const END_TO_END_MAX_ROUNDS: usize = 60;
 const WIDEN_BELOW: f64 = 0.5;
 /// aiming its error at this share of the budget;
 const WIDEN_TARGET: f64 = 0.5;
-/// over budget, it bisects between the budgets that fit and those that do
+/// while they fit with room left it widens again from the last, and once one
+/// is over budget it bisects between the budgets that fit and those that do
 /// not, up to this many candidates in all.
 const WIDEN_ATTEMPTS: usize = 3;
 

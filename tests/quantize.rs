@@ -372,3 +372,59 @@ fn int4_block_wise_weights_are_opset_21_checked_and_close_in_ort() {
         verify_in_ort(&model, &out, level, &shape);
     }
 }
+
+/// PP-OCR's direction classifier spells its 18 HardSwish out; fused, each
+/// stays between the integer convolutions around it: it reads a
+/// DequantizeLinear and a QuantizeLinear reads it (ONNX Runtime has no
+/// integer HardSwish), the model is raised to opset 14 for it, its ranges
+/// are the spelled-out Div's, and it verifies in ONNX Runtime.
+#[test]
+fn fused_hard_swish_stays_between_integer_convolutions() {
+    let Some(cls) = common::fetched("ppocr_cls") else {
+        assert!(std::env::var_os("PARE_REQUIRE_MODELS").is_none(), "ppocr_cls was not fetched");
+        return;
+    };
+    if python().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("int8.onnx"), dir.path().join("report.json"));
+    quantize(
+        &cls.path,
+        &out,
+        &["--quantize", "all", "--input-shape", "x=1,3,48,192", "--report", report.to_str().unwrap()],
+    );
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let raised = &report["engine"]["opset_raised"];
+    assert_eq!((raised["from"].as_i64(), raised["to"].as_i64()), (Some(13), Some(14)), "{raised}");
+    check_qdq_form(&out);
+    onnx_checker(&out);
+    let written = pare::pipeline::load(&out, &[]).unwrap().model;
+    assert_eq!(written.opset(""), Some(14));
+    let graph = &written.graph;
+    let producer_op = |value| match graph.value(value).producer {
+        pare::ir::Producer::Node(node, _) => graph.nodes[node].op_type.clone(),
+        _ => String::new(),
+    };
+    let swishes: Vec<_> = graph.nodes.node_weights().filter(|n| n.op_type == "HardSwish").collect();
+    assert_eq!(swishes.len(), 18);
+    let mut quantized_readers = 0;
+    for swish in swishes {
+        assert_eq!(producer_op(swish.input(0).unwrap()), "DequantizeLinear", "{}", swish.name);
+        let output = swish.outputs[0].unwrap();
+        let readers: Vec<&str> = graph
+            .nodes
+            .node_weights()
+            .filter(|n| n.inputs.contains(&Some(output)))
+            .map(|n| n.op_type.as_str())
+            .collect();
+        // The next convolution reads it quantized (9 of them); an SE block's
+        // pool and gate (8) and the last MaxPool (1) read it as float.
+        assert!(!readers.contains(&"Conv"), "{}: read by {readers:?}", swish.name);
+        quantized_readers += usize::from(readers.contains(&"QuantizeLinear"));
+    }
+    assert_eq!(quantized_readers, 9, "every one a convolution reads");
+    for level in ["all", "none"] {
+        verify_in_ort(&cls.path, &out, level, &["--input-shape", "x=1,3,48,192"]);
+    }
+}

@@ -331,7 +331,8 @@ fn layer_normalization(egraph: &mut Graph, root: Id, _subst: &Subst, _op: Option
         || egraph[squared].data.uses > 1
         || axes != variance_axes
         || !trailing
-        || !(epsilon >= 0.0)
+        || epsilon.is_nan()
+        || epsilon < 0.0
         || !is_float(egraph[x].data.dtype)
         || !egraph.analysis.may_write("LayerNormalization")
     {

@@ -232,7 +232,7 @@ pub struct OpsetRaised {
 /// Raises the exported model's default-domain opset to what the operators
 /// in its main graph need (a fusion may write one newer than the model's
 /// opset, up to the target the rules were given: [`crate::ir::opset::may_write`]).
-fn raise_opset_for_written_operators(model: &mut Model) -> Result<Option<OpsetRaised>, EgraphError> {
+pub(crate) fn raise_opset_for_written_operators(model: &mut Model) -> Result<Option<OpsetRaised>, EgraphError> {
     let Some(from) = model.opset("") else { return Ok(None) };
     let mut operators: Vec<(String, i64)> = model
         .graph

@@ -98,6 +98,9 @@ pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> 
         let value = names[class][0].to_string();
         let run = export::export(model, built, choice)
             .map_err(|e| e.to_string())
+            .and_then(|mut variant| {
+                super::raise_opset_for_written_operators(&mut variant).map(|_| variant).map_err(|e| e.to_string())
+            })
             .and_then(|mut variant| ir::lower_to_qdq(&mut variant).map(|_| variant).map_err(|e| e.to_string()))
             .and_then(|variant| ir::export(variant).map_err(|e| e.to_string()))
             .and_then(|proto| {
