@@ -93,3 +93,57 @@ fn a_frozen_cost_cache_that_lacks_a_timing_is_exit_2_naming_it_with_nothing_writ
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("empty.json") && stderr.contains("not a pare cost cache"), "{stderr}");
 }
+
+/// Runs `pare optimize` (exact families) on PP-OCR's direction classifier
+/// with the cost cache; returns the written model's HardSwish count and the report.
+fn fused_classifier(cache: &Path, extra: &[&str]) -> (usize, serde_json::Value) {
+    let cls = common::fetched("ppocr_cls").expect("ppocr_cls fetched");
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("fused.onnx"), dir.path().join("report.json"));
+    let mut args = vec!["optimize", cls.path.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    args.extend(["--input-shape", "x=1,3,48,192", "--cost-cache", cache.to_str().unwrap()]);
+    args.extend(["--report", report.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    let run = common::pare(&args);
+    assert_eq!(run.status.code(), Some(0), "{}", common::stderr(&run));
+    let model = pare::pipeline::load(&out, &[]).unwrap().model;
+    let swishes = model.graph.nodes.node_weights().filter(|n| n.op_type == "HardSwish").count();
+    (swishes, serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap())
+}
+
+/// Whether an activation is fused is the runtime's business: with ONNX
+/// Runtime's timings the classifier's 18 spelled-out HardSwish become single
+/// nodes; with a cache that says HardSwish is slow, they stay spelled out.
+#[test]
+fn measured_latencies_decide_whether_an_activation_is_fused() {
+    if !ort_available() {
+        return;
+    }
+    if common::fetched("ppocr_cls").is_none() {
+        assert!(std::env::var_os("PARE_REQUIRE_MODELS").is_none(), "ppocr_cls was not fetched");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("costs.json");
+    let (swishes, report) = fused_classifier(&cache, &[]);
+    assert_eq!(swishes, 18);
+    let timings = report["engine"]["operator_timings"].as_array().unwrap();
+    let timed = |op: &str| timings.iter().filter(|t| t["operator"].as_str().unwrap().starts_with(op)).count();
+    assert!(timed("HardSwish ") >= 5 && timed("Clip ") >= 5 && timed("Div ") >= 5, "{timings:?}");
+
+    // A runtime without a fast HardSwish kernel: every HardSwish timing 1000 times slower.
+    let mut costs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    for machine in costs["machines"].as_object_mut().unwrap().values_mut() {
+        for entry in machine["operators"].as_object_mut().unwrap().values_mut() {
+            if entry["what"].as_str().unwrap().starts_with("HardSwish ") {
+                for bound in ["median", "low", "high"] {
+                    entry["seconds"][bound] = (entry["seconds"][bound].as_f64().unwrap() * 1000.0).into();
+                }
+            }
+        }
+    }
+    std::fs::write(&cache, serde_json::to_string(&costs).unwrap()).unwrap();
+    let (swishes, report) = fused_classifier(&cache, &["--cost-cache-frozen"]);
+    assert_eq!(swishes, 0, "{}", report["engine"]["fired"]);
+    assert_eq!(report["cost_cache"]["misses"].as_array().unwrap().len(), 0);
+}
