@@ -211,17 +211,56 @@ fn unknown_pass_family() {
     assert!(!out.exists());
 }
 
-/// A rules file whose guard has ')' before '(' panicked in the parser (exit 101).
-#[test]
-fn malformed_rules_file() {
+/// `pare optimize` with a user rules file holding `text` is exit 2, its
+/// message names the file and says each of `says`, nothing is written.
+fn assert_rules_refused(text: &str, says: &[&str]) {
     let model = common::repo().join("golden/resnet_block_op13/model.onnx");
     let dir = tempfile::tempdir().unwrap();
-    let rules = write(dir.path(), "mine.rules", b"r: (Relu ?x ?a) => ?x if g)(\n");
+    let rules = write(dir.path(), "mine.rules", text.as_bytes());
     let out = dir.path().join("o.onnx");
     let args = ["optimize", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--rules", rules.to_str().unwrap()];
     let run = common::pare(&args);
     let message = common::stderr(&run);
     assert_eq!(run.status.code(), Some(2), "{message}");
-    assert!(message.contains("mine.rules") && message.contains("rule 'r'"), "{message}");
+    assert!(message.contains("mine.rules"), "{message}");
+    for said in says {
+        assert!(message.contains(said), "{said}: {message}");
+    }
     assert!(!out.exists());
+}
+
+/// A rules file whose guard has ')' before '(' panicked in the parser (exit 101).
+#[test]
+fn malformed_rules_file() {
+    assert_rules_refused("r: (Relu ?x ?a) => ?x if g)(\n", &["rule 'r'"]);
+}
+
+/// A guard argument that is neither a variable nor a number names the rule.
+#[test]
+fn guard_numbers_must_be_numbers() {
+    assert_rules_refused("r: (Mul ?x ?c ?a) => ?x if scalar(?c, ?x, six)\n", &["rule 'r'", "'six'"]);
+}
+
+/// A target opset pare cannot write, or one below what `--quantize` needs, is exit 2 with nothing written.
+#[test]
+fn target_opset_out_of_range_or_below_quantization() {
+    let model = common::repo().join("golden/resnet_block_op13/model.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.onnx");
+    let optimize = |extra: &[&str]| {
+        let mut args = vec!["optimize", model.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        common::pare(&args)
+    };
+    for (extra, says) in [
+        (&["--target-opset", "25"][..], "--target-opset must be in 7..=24, not 25"),
+        (&["--target-opset", "6"][..], "--target-opset must be in 7..=24, not 6"),
+        (&["--target-opset", "12", "--quantize", "all"][..], "--quantize needs opset 13"),
+    ] {
+        let run = optimize(extra);
+        let message = common::stderr(&run);
+        assert_eq!(run.status.code(), Some(2), "{extra:?}: {message}");
+        assert!(message.contains(says), "{extra:?}: {message}");
+        assert!(!out.exists());
+    }
 }

@@ -218,6 +218,46 @@ pub struct EngineReport {
     pub cost_model_warning: Option<String>,
 }
 
+/// What extraction's costs are measured for, and the table of measured latencies.
+struct Pricing<'a> {
+    table: Option<crate::cost::measure::LatencyTable>,
+    /// The quantization family's operators (`--quantize auto`).
+    quantization_measured: bool,
+    /// The alternatives of `measured()` rules, and where to keep their timings.
+    rewrites_measured: Option<&'a MeasuredCosts>,
+    /// Why measured costs were asked for the rewrites and the profile priced them.
+    warning: Option<String>,
+}
+
+/// Opens the latency table when costs are measured: for `--quantize auto`
+/// (ONNX Runtime must load), or for the alternatives `measured()` rules
+/// added (`any_measured_class`; without ONNX Runtime the profile prices them,
+/// with a warning).
+fn pricing<'a>(model: &Model, options: &'a Options, any_measured_class: bool) -> Result<Pricing<'a>, EgraphError> {
+    let latency = options.objective == Objective::Latency;
+    let quantization_measured = latency && options.quantization.as_ref().is_some_and(|q| q.measure && !q.force);
+    let forced = options.quantization.as_ref().is_some_and(|q| q.force);
+    let rewrites_measured = options.measured.as_ref().filter(|_| latency && any_measured_class && !forced);
+    let cache = match (&options.quantization, rewrites_measured) {
+        (Some(q), _) if quantization_measured => q.cost_cache.clone(),
+        (_, Some(measured)) => measured.cost_cache.clone(),
+        _ => return Ok(Pricing { table: None, quantization_measured, rewrites_measured, warning: None }),
+    };
+    let opset = model.opset("").unwrap_or(crate::pipeline::QUANT_OPSET);
+    match crate::cost::measure::LatencyTable::new(opset, cache) {
+        Ok(table) => Ok(Pricing { table: Some(table), quantization_measured, rewrites_measured, warning: None }),
+        Err(e) if quantization_measured => Err(EgraphError::Measure(e.to_string())),
+        Err(e) => Ok(Pricing {
+            table: None,
+            quantization_measured,
+            rewrites_measured,
+            warning: Some(format!(
+                "ONNX Runtime could not time operators ({e}), so the device profile priced the fused alternatives"
+            )),
+        }),
+    }
+}
+
 /// The model's default-domain opset raised for operators rewrites wrote.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct OpsetRaised {
@@ -447,37 +487,10 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
 
     let started = Instant::now();
     let force = options.quantization.as_ref().is_some_and(|q| q.force);
-    let quantization_measured =
-        options.quantization.as_ref().is_some_and(|q| q.measure && !q.force) && options.objective == Objective::Latency;
     let measured_classes: HashSet<egg::Id> =
         built.egraph.analysis.measured_classes.iter().map(|&class| built.egraph.find(class)).collect();
-    let rewrites_measured = options.measured.as_ref().filter(|_| {
-        options.objective == Objective::Latency
-            && !measured_classes.is_empty()
-            && options.quantization.as_ref().is_none_or(|q| !q.force)
-    });
-    let mut cost_model_warning = None;
-    let cache = match (&options.quantization, rewrites_measured) {
-        (Some(q), _) if quantization_measured => Some(q.cost_cache.clone()),
-        (_, Some(measured)) => Some(measured.cost_cache.clone()),
-        _ => None,
-    };
-    let mut table = match cache {
-        Some(cache) => {
-            let opset = model.opset("").unwrap_or(crate::pipeline::QUANT_OPSET);
-            match crate::cost::measure::LatencyTable::new(opset, cache) {
-                Ok(table) => Some(table),
-                Err(e) if quantization_measured => return Err(EgraphError::Measure(e.to_string())),
-                Err(e) => {
-                    cost_model_warning = Some(format!(
-                        "ONNX Runtime could not time operators ({e}), so the device profile priced the fused alternatives"
-                    ));
-                    None
-                }
-            }
-        }
-        None => None,
-    };
+    let Pricing { mut table, quantization_measured, rewrites_measured, warning: cost_model_warning } =
+        pricing(model, options, !measured_classes.is_empty())?;
     let mut measured = table.as_mut().map(|table| extract::Measured {
         table,
         quantization: quantization_measured,
