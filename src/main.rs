@@ -477,7 +477,7 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
     let original = loaded.model.clone();
     let optimized = pipeline::optimize(loaded.model, &args.input, &fixed, &options).map_err(anyhow::Error::from);
     let (optimized, engine) = at_guessed_shape(optimized, &guess)?;
-    if let Some(warning) = engine.as_ref().and_then(|e| e.cost_model_warning.as_ref()) {
+    for warning in engine.iter().flat_map(|e| &e.warnings) {
         eprintln!("pare: warning: {warning}");
     }
     // The timings are kept whatever verification says of the model.
@@ -625,7 +625,7 @@ fn quantization(
     }
     let target = args.target_opset.unwrap_or(profile.max_opset);
     let needed = settings.opset().max(pipeline::QUANT_OPSET);
-    if target < needed {
+    if target < needed && model.opset("").unwrap_or(0) < needed {
         anyhow::bail!("--quantize needs opset {needed} (QDQ with per-axis scales), above --target-opset {target}");
     }
     if args.block_size.is_some_and(|b| b < 2) {

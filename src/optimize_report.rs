@@ -112,9 +112,6 @@ pub fn table(report: &OptimizeReport) -> String {
             let needs: Vec<String> = raised.operators.iter().map(|(op, opset)| format!("{op} ({opset})")).collect();
             let _ = writeln!(out, "opset raised from {} to {} for {}", raised.from, raised.to, needs.join(", "));
         }
-        if let Some(warning) = &engine.cost_model_warning {
-            let _ = writeln!(out, "warning: {warning}");
-        }
     }
     if let Some(quantization) = report.engine.as_ref().and_then(|e| e.quantization.as_ref()) {
         quantization.table(&mut out);

@@ -345,6 +345,8 @@ pub fn optimize(
     let mut widened = widened_budget(options.budget, summed, output_errors[1], output_errors[2]);
     // Bisected geometrically: the largest summed budget known to fit, and the smallest known not to.
     let (mut fits, mut over) = (summed, None::<f64>);
+    // The summed estimate of the candidate that fit at `fits`: widening scales it.
+    let mut fitting_sum = summed;
     let sensitivity: std::collections::BTreeMap<String, f64> = candidates[1]
         .2
         .as_ref()
@@ -358,10 +360,13 @@ pub fn optimize(
         }
         let (optimized, report) = optimize_once(upgraded.clone(), path, fixed, &widened_options)?;
         let error = errors_of(&[&optimized]).pop().flatten();
+        // The summed estimate this candidate's layers came to (at most its budget).
+        let summed_here = report.as_ref().map_or(budget, |r| r.extraction.error);
         output_errors.push(error);
         candidates.push((format!("auto, budget {budget:.3}"), optimized, report));
         if error.is_some_and(|e| e <= options.budget) {
             fits = budget;
+            fitting_sum = summed_here;
         } else {
             over = Some(budget);
         }
@@ -370,7 +375,7 @@ pub fn optimize(
         // its error leaves room.
         widened = match over {
             Some(over) => Some((fits * over).sqrt()),
-            None => widened_budget(options.budget, fits, error, None),
+            None => widened_budget(options.budget, fitting_sum, error, None).filter(|&wider| wider > fits),
         };
     }
     let protos = candidates

@@ -376,8 +376,8 @@ fn int4_block_wise_weights_are_opset_21_checked_and_close_in_ort() {
 /// PP-OCR's direction classifier spells its 18 HardSwish out; fused, each
 /// stays between the integer convolutions around it: it reads a
 /// DequantizeLinear and a QuantizeLinear reads it (ONNX Runtime has no
-/// integer HardSwish), the model is raised to opset 14 for it, its ranges
-/// are the spelled-out Div's, and it verifies in ONNX Runtime.
+/// integer HardSwish), the model is raised to opset 14 for it, and it
+/// verifies in ONNX Runtime.
 #[test]
 fn fused_hard_swish_stays_between_integer_convolutions() {
     let Some(cls) = common::fetched("ppocr_cls") else {

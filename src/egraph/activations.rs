@@ -1,17 +1,20 @@
 //! Exact fusion of activations and normalizations that exporters spell out in
 //! elementwise pieces (`passes/fuse.rules`, section "activations"): the
-//! guards that recognize their constants and the appliers that write the
-//! single ONNX operator (HardSigmoid, HardSwish, Gelu, LayerNormalization)
-//! with the attributes the pieces imply.
+//! guards that recognize their constants, and the appliers for the fusions
+//! a pattern cannot write: the attributes the pieces imply (HardSigmoid,
+//! Gelu's tanh form, LayerNormalization and its scale and bias) and Clip's
+//! scalar bounds (Relu6 spelled with Min and Max).
 //!
 //! Constants are matched by value within [`RELATIVE_TOLERANCE`] (a float32
 //! 1/6 is 0.16666667), hold one element, and broadcast onto the activation's
 //! input without growing it, so the fused node has the shape of the value it
-//! replaces. The intermediates of a fusion must have no reader outside it
-//! (`single_reader`): fusing a shared piece would compute it twice. Whether
-//! the model may hold the fused operator at all (its opset, or the opset it
-//! may be raised to) is checked for every operator a rewrite writes
-//! ([`super::analysis::Facts::may_write`]).
+//! replaces. Inputs are float32: the type every ONNX Runtime CPU kernel of
+//! these operators takes. The intermediates of a pattern's match must have no
+//! reader outside it (the rule engine's `unshared_intermediates()`; the
+//! LayerNormalization applier checks the classes it walks itself): fusing a
+//! shared piece would compute it twice. Whether the model may hold the fused
+//! operator at all (its opset, or the opset it may be raised to) is checked
+//! for every operator a rewrite writes ([`super::analysis::Facts::may_write`]).
 
 #[cfg(test)]
 mod tests;
@@ -41,28 +44,10 @@ pub const GUARDS: &[Guard] = &[
         Check::Numbers(clip_bounds, 2),
     ),
     Guard::new(
-        "scaled_by",
-        "(?s ?x v): ?s is ?x multiplied by v, or divided by 1/v (a one-element constant)",
-        Some(2),
-        Check::Numbers(scaled_by, 1),
-    ),
-    Guard::new(
-        "ordered_bounds",
-        "(?x ?lo ?hi): ?lo and ?hi are one-element constants of ?x's type with lo ≤ hi, broadcasting onto ?x without growing it",
-        Some(3),
-        Check::Classes(ordered_bounds),
-    ),
-    Guard::new(
         "float_tensor",
-        "(?x): ?x is a float, double or float16 tensor (the types the fused activations take)",
+        "(?x): ?x is a float32 tensor (the type ONNX Runtime's CPU kernels of the fused activations take)",
         Some(1),
         Check::Classes(float_tensor),
-    ),
-    Guard::new(
-        "varying",
-        "(?x): ?x is not a constant",
-        Some(1),
-        Check::Classes(|g, _, a| g[a[0]].data.constant.is_none() && !g[a[0]].data.weight_only),
     ),
     Guard::new(
         "single_reader",
@@ -84,7 +69,11 @@ pub const APPLIERS: &[NamedApplier] = &[
         "clip(x + ?b, 0, h) divided by ?d or multiplied by ?m (= 1/h), or clip(x·?a + ?b, 0, 1): HardSigmoid(alpha, beta) of ?x",
         hard_sigmoid,
     ),
-    NamedApplier::new("clip_of_relu", "(Min (Relu ?y ?ra) ?hi ?ma) with ?hi ≥ 0: Clip(?y, 0, ?hi)", clip_of_relu),
+    NamedApplier::new(
+        "relu6_clip",
+        "Min(Max(?y, ?lo), ?hi), Max(Min(?y, ?hi), ?lo) or Min(Relu(?y), ?hi) with lo ≤ hi: Clip(?y, lo, hi) with scalar bounds",
+        relu6_clip,
+    ),
     NamedApplier::new(
         "gelu_tanh",
         "x·½·(1 + tanh(√(2/π)·(x + 0.044715·x³))): Gelu(?x, approximate=tanh)",
@@ -160,30 +149,8 @@ fn ops_of(egraph: &Graph, class: Id) -> impl Iterator<Item = (&str, &[Id])> {
     })
 }
 
-/// The factor `s` multiplies `x` by, when it is `Mul(x, c)` or `Div(x, c)` of a one-element constant.
-fn scale_of(egraph: &Graph, s: Id, x: Id) -> Option<f64> {
-    let x = egraph.find(x);
-    ops_of(egraph, s).find_map(|(op, children)| match (op, children) {
-        ("Mul", [a, c, _]) if egraph.find(*a) == x => operand_value(egraph, *c, x),
-        ("Mul", [c, a, _]) if egraph.find(*a) == x => operand_value(egraph, *c, x),
-        ("Div", [a, c, _]) if egraph.find(*a) == x => operand_value(egraph, *c, x).map(|c| 1.0 / c),
-        _ => None,
-    })
-}
-
-fn scaled_by(egraph: &Graph, _root: Id, args: &[Id], numbers: &[f64]) -> bool {
-    scale_of(egraph, args[0], args[1]).is_some_and(|v| close(v, numbers[0]))
-}
-
-fn ordered_bounds(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
-    match (operand_value(egraph, args[1], args[0]), operand_value(egraph, args[2], args[0])) {
-        (Some(lo), Some(hi)) => lo <= hi,
-        _ => false,
-    }
-}
-
 fn is_float(dtype: Option<DataType>) -> bool {
-    matches!(dtype, Some(DataType::Float | DataType::Double | DataType::Float16))
+    dtype == Some(DataType::Float)
 }
 
 fn float_tensor(egraph: &Graph, _root: Id, args: &[Id]) -> bool {
@@ -205,7 +172,7 @@ fn scalar_like(egraph: &mut Graph, like: Id, value: f64) -> Option<Id> {
 
 fn hard_sigmoid(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
     let x = var(subst, "?x")?;
-    if !is_float(egraph[x].data.dtype) || !egraph.analysis.may_write("HardSigmoid") {
+    if !is_float(egraph[x].data.dtype) {
         return None;
     }
     let (lo, hi) = clip_limits(egraph, var(subst, "?lo")?, var(subst, "?hi")?, var(subst, "?ca")?)?;
@@ -218,7 +185,7 @@ fn hard_sigmoid(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<Symbol
                 (None, Some(m)) => operand_value(egraph, m, x)?,
                 (None, None) => return None,
             };
-            (close(lo, 0.0) && close(hi * scale, 1.0)).then_some((scale, addend * scale))?
+            (close(lo, 0.0) && hi > 0.0 && close(hi * scale, 1.0)).then_some((scale, addend * scale))?
         }
         (None, None, Some(a)) => {
             (close(lo, 0.0) && close(hi, 1.0)).then_some((operand_value(egraph, a, x)?, addend))?
@@ -230,14 +197,20 @@ fn hard_sigmoid(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<Symbol
     Some(add_op(egraph, "HardSigmoid", vec![x], attrs))
 }
 
-fn clip_of_relu(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+fn relu6_clip(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
     let y = var(subst, "?y")?;
-    let hi = var(subst, "?hi")?;
-    if operand_value(egraph, hi, y)? < 0.0 || !egraph.analysis.may_write("Clip") {
+    let hi = operand_value(egraph, var(subst, "?hi")?, y)?;
+    // Min(Relu(y), hi) clips at 0 below.
+    let lo = match var(subst, "?lo") {
+        Some(lo) => operand_value(egraph, lo, y)?,
+        None => 0.0,
+    };
+    if lo.is_nan() || hi.is_nan() || lo > hi || !egraph.analysis.may_write("Clip") {
         return None;
     }
-    let zero = scalar_like(egraph, y, 0.0)?;
-    Some(add_op(egraph, "Clip", vec![y, zero, hi], OpAttrs::default()))
+    // Clip's bounds are scalars (rank 0), whatever rank the Min and Max operands had.
+    let (lo, hi) = (scalar_like(egraph, y, lo)?, scalar_like(egraph, y, hi)?);
+    Some(add_op(egraph, "Clip", vec![y, lo, hi], OpAttrs::default()))
 }
 
 fn gelu_tanh(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
@@ -367,7 +340,7 @@ fn over_normalized(egraph: &Graph, constant: Id, dims: &[i64]) -> Option<Vec<f64
     (shape[leading..] == *dims && shape[..leading].iter().all(|&d| d == 1)).then_some(values)
 }
 
-fn layer_normalization_affine(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+fn layer_normalization_affine(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
     let (normalized, gamma) = (var(subst, "?ln")?, var(subst, "?g")?);
     let multiplied = var(subst, "?ma").is_some();
     let (x, scale, bias, attrs) = ops_of(egraph, normalized).find_map(|(op, children)| match (op, children) {
@@ -376,8 +349,8 @@ fn layer_normalization_affine(egraph: &mut Graph, root: Id, subst: &Subst, _op: 
     })?;
     let dims = constant_of(egraph, scale)?.dims.clone();
     let dtype = egraph[x].data.dtype?;
-    // The constant must be of the type and not grow the result: rank at most the output's.
-    if egraph[gamma].data.dtype != Some(dtype) || rank(egraph, gamma)? > rank(egraph, root)? {
+    // The constant must be of the type and not grow the result: rank at most the normalized input's.
+    if egraph[gamma].data.dtype != Some(dtype) || rank(egraph, gamma)? > rank(egraph, x)? {
         return None;
     }
     let g = over_normalized(egraph, gamma, &dims)?;

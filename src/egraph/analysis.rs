@@ -134,7 +134,7 @@ pub struct Facts {
     /// Classes whose alternatives are priced by measured latencies: the
     /// classes `measured()` rules matched (ids as added: look them up
     /// through `find`).
-    pub measured_classes: Vec<Id>,
+    pub measured_classes: std::collections::BTreeSet<Id>,
     /// The classes a named applier matched by walking the e-graph itself
     /// (an any-arity rule's pattern names only its root), for `measured()`.
     pub walked: Vec<Id>,

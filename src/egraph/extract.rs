@@ -198,7 +198,13 @@ impl Measured<'_> {
         let (domain, op_type) = split_op(*op);
         let output = (egraph[class].data.dtype?, self.dims(egraph, class)?);
         let call = OperatorCall { domain, op_type, attributes, inputs, output };
-        let interval = self.table.latency(&call)?;
+        let rewritten = !quantized_operator
+            && !self.original.contains(&egg::Language::map_children(node.clone(), |c| egraph.find(c)));
+        let Some(interval) = self.table.latency(&call) else {
+            // A rewrite the runtime cannot run alone (no kernel for its type or
+            // opset) is not taken; the input model's nodes fall back to the profile.
+            return rewritten.then_some(UNRUNNABLE_COST);
+        };
         let byte_sized = |dtype: DataType| matches!(dtype, DataType::Uint8 | DataType::Int8);
         let on_integers = byte_sized(call.output.0)
             || call.inputs.iter().any(|input| match input {
@@ -206,11 +212,12 @@ impl Measured<'_> {
                 CallInput::Constant(tensor) => tensor.data_type.and_then(DataType::from_code).is_some_and(byte_sized),
                 CallInput::Absent => false,
             });
-        let rewritten = !quantized_operator
-            && !self.original.contains(&egg::Language::map_children(node.clone(), |c| egraph.find(c)));
         Some(if on_integers || rewritten { interval.high } else { interval.low })
     }
 }
+
+/// Cost of a rewritten node ONNX Runtime could not run alone.
+const UNRUNNABLE_COST: f64 = 1e6;
 
 /// Cost added to the other alternatives of a class holding a preferred one.
 const DISPREFERRED_COST: f64 = 1e6;

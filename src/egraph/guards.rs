@@ -58,6 +58,7 @@ impl Guard {
 
 const GUARDS: &[Guard] = &[
     Guard { name: "constant", about: "every argument is a known constant tensor", arity: None, check: Check::Classes(all_constant) },
+    Guard { name: "varying", about: "(?x): ?x is not a constant (nor computed from constants alone)", arity: Some(1), check: Check::Classes(|g, _, a| g[a[0]].data.constant.is_none() && !g[a[0]].data.weight_only) },
     Guard { name: "same_dtype", about: "the argument has the matched value's element type", arity: Some(1), check: Check::Classes(same_dtype) },
     Guard { name: "same_shape", about: "the argument has the matched value's (fully known) shape", arity: Some(1), check: Check::Classes(same_shape) },
     Guard { name: "positive_steps", about: "Slice steps are absent or constant and positive", arity: Some(1), check: Check::Classes(positive_steps) },

@@ -214,8 +214,8 @@ pub struct EngineReport {
     pub quantization: Option<crate::quantization_report::QuantizationReport>,
     /// When a fused operator needed a newer opset than the model's.
     pub opset_raised: Option<OpsetRaised>,
-    /// Why measured costs were asked for and not used.
-    pub cost_model_warning: Option<String>,
+    /// What the run could not do as asked (measured costs, a raised opset).
+    pub warnings: Vec<String>,
 }
 
 /// What extraction's costs are measured for, and the table of measured latencies.
@@ -537,7 +537,18 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
 
     let started = Instant::now();
     let mut optimized = export::export(model, &built, &choice).map_err(EgraphError::Export)?;
-    let opset_raised = raise_opset_for_written_operators(&mut optimized)?;
+    let opset_raised = match raise_opset_for_written_operators(&mut optimized) {
+        Ok(raised) => raised,
+        // The model cannot be raised (an operator the upgrade refuses): the
+        // fused operators newer than its opset are not written after all.
+        Err(reason) if options.target_opset.is_some() => {
+            let (optimized, report) = optimize(model, &Options { target_opset: None, ..options.clone() })?;
+            let warning = format!("{reason}; operators newer than the model's opset were not written");
+            let warnings = report.warnings.iter().cloned().chain([warning]).collect();
+            return Ok((optimized, EngineReport { warnings, ..report }));
+        }
+        Err(reason) => return Err(reason),
+    };
     let export_seconds = started.elapsed().as_secs_f64();
 
     // Report firings by the value they happened at.
@@ -571,7 +582,7 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
         layer_sensitivity: Vec::new(),
         quantization,
         opset_raised,
-        cost_model_warning,
+        warnings: cost_model_warning.into_iter().collect(),
         extraction: choice,
         timings: Timings {
             build: build_seconds,

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::cost::{DeviceProfile, Objective};
 use crate::egraph::{optimize, EngineReport, Limits, Options};
 use crate::eval::{NamedTensor, Tensor};
-use crate::ir::attribute::{float, ints};
+use crate::ir::attribute::{float, int, ints};
 use crate::ir::{tensor, tensor_declaration, AttributeList, DataType, Model, Shape};
 use crate::onnx::proto::{AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 use crate::onnxruntime::GraphOptimization;
@@ -30,6 +30,11 @@ fn step<'a>(op: &'a str, inputs: &'a [&'a str], output: &'a str) -> Step<'a> {
 
 fn with<'a>(op: &'a str, inputs: &'a [&'a str], output: &'a str, attributes: Vec<AttributeProto>) -> Step<'a> {
     Step { op, inputs, output, attributes }
+}
+
+/// A tensor under a name.
+fn named(tensor: crate::onnx::proto::TensorProto, name: &str) -> crate::onnx::proto::TensorProto {
+    crate::onnx::proto::TensorProto { name: Some(name.to_string()), ..tensor }
 }
 
 /// A model at `opset` of float input `x` of `dims` and the steps, whose
@@ -260,6 +265,24 @@ fn hard_swish_spellings_fuse() {
     }
 }
 
+/// Min and Max read constants of any rank; Clip's bounds must be scalars.
+#[test]
+fn relu6_from_min_and_max_gets_scalar_clip_bounds() {
+    let original = model_with(
+        12,
+        &X_DIMS,
+        &[step("Max", &["x", "zero"], "r"), step("Min", &["r", "six"], "y")],
+        vec![tensor::from_f32("zero", &[1, 1, 1, 1], &[0.0]), tensor::from_f32("six", &[1, 1, 1, 1], &[6.0])],
+        &["y"],
+    );
+    let (fused, _) = assert_fuses(&original, &["Clip"], "node1_Min");
+    let clip = node(&fused, "Clip");
+    for bound in [1, 2] {
+        let shape = fused.graph.value(clip.input(bound).unwrap()).shape.clone().unwrap();
+        assert_eq!(shape.rank(), 0, "bound {bound}");
+    }
+}
+
 #[test]
 fn near_misses_of_hard_swish_stay_as_they_are() {
     // Clip to 5, not 6.
@@ -294,6 +317,26 @@ fn near_misses_of_hard_swish_stay_as_they_are() {
         &["y"],
     );
     assert_untouched(&growing, 22);
+    // On doubles (ONNX Runtime's CPU HardSwish takes float32 only).
+    let doubles = model_with(
+        12,
+        &X_DIMS,
+        &[
+            with("Cast", &["x"], "xd", vec![int("to", DataType::Double.code().into())]),
+            step("Add", &["xd", "three"], "a"),
+            step("Clip", &["a", "zero", "six"], "c"),
+            step("Mul", &["xd", "c"], "m"),
+            step("Div", &["m", "six"], "yd"),
+            with("Cast", &["yd"], "y", vec![int("to", DataType::Float.code().into())]),
+        ],
+        ["three", "zero", "six"]
+            .iter()
+            .zip([3.0, 0.0, 6.0])
+            .map(|(name, value)| tensor::from_f64(DataType::Double, &[], &[value]).map(|t| named(t, name)).unwrap())
+            .collect(),
+        &["y"],
+    );
+    assert_untouched(&doubles, 22);
     // The target opset does not have HardSwish.
     assert_untouched(&paddle_hard_swish(12, step("Clip", &["a", "c:0", "c:6"], "c"), "c:6"), 13);
 }
@@ -325,6 +368,12 @@ fn hard_sigmoid_spellings_fuse_with_their_slope_and_offset() {
     let hard_sigmoid = node(&fused, "HardSigmoid");
     assert_eq!((hard_sigmoid.attr_float("alpha"), hard_sigmoid.attr_float("beta")), (Some(0.2), Some(0.4)));
 
+    // clip(x + 3, 0, -6) is -6 everywhere (min above max), not a HardSigmoid.
+    let negative = model(
+        12,
+        &[step("Add", &["x", "c:3"], "a"), step("Clip", &["a", "c:0", "c:-6"], "c"), step("Div", &["c", "c:-6"], "y")],
+    );
+    assert_untouched(&negative, 22);
     // clip(x + 3, 0, 6) / 6.5 is not clip(·, 0, 1) of anything.
     let off = model(
         12,
@@ -442,10 +491,11 @@ fn multiplying_by_one_and_adding_zero_are_removed_unless_they_broadcast() {
 // ---------------------------------------------------------------------------
 // LayerNormalization
 
-/// The decomposed layer normalization over the last axis of x [1, 6, 16],
+/// The decomposed layer normalization over the last axis of x [1, 6, 16]
+/// (γ of `gamma_dims`, 16 values),
 /// as PP-OCR's recognizer spells it (Pow, or `square` = Mul(d, d)), with
 /// the reduction axes as an attribute before opset 18 and an input after.
-fn decomposed_layer_norm(opset: i64, square: &str, axes: &[i64]) -> Model {
+fn decomposed_layer_norm(opset: i64, square: &str, axes: &[i64], gamma_dims: &[i64]) -> Model {
     let mean = |input: &'static str, output: &'static str| -> Step<'static> {
         if opset >= 18 {
             step("ReduceMean", if input == "x" { &["x", "axes"] } else { &["q", "axes"] }, output)
@@ -456,7 +506,7 @@ fn decomposed_layer_norm(opset: i64, square: &str, axes: &[i64]) -> Model {
     let squared = if square == "Pow" { step("Pow", &["d", "c:2"], "q") } else { step("Mul", &["d", "d"], "q") };
     let gamma: Vec<f32> = (0..16).map(|i| 0.5 + i as f32 / 16.0).collect();
     let beta: Vec<f32> = (0..16).map(|i| i as f32 / 32.0 - 0.25).collect();
-    let mut constants = vec![tensor::from_f32("gamma", &[16], &gamma), tensor::from_f32("beta", &[16], &beta)];
+    let mut constants = vec![tensor::from_f32("gamma", gamma_dims, &gamma), tensor::from_f32("beta", &[16], &beta)];
     if opset >= 18 {
         constants.push(tensor::from_i64("axes", &[axes.len() as i64], axes));
     }
@@ -482,7 +532,7 @@ fn decomposed_layer_norm(opset: i64, square: &str, axes: &[i64]) -> Model {
 #[test]
 fn decomposed_layer_norm_becomes_layer_normalization_with_its_scale_and_bias() {
     for (opset, square) in [(12, "Pow"), (12, "Mul"), (18, "Pow")] {
-        let original = decomposed_layer_norm(opset, square, &[-1]);
+        let original = decomposed_layer_norm(opset, square, &[-1], &[16]);
         let (fused, report) = fused_at(&original, 22);
         assert_eq!(ops(&fused), ["LayerNormalization"], "opset {opset}, {square}: {:?}", report.fired);
         let normalization = node(&fused, "LayerNormalization");
@@ -492,8 +542,15 @@ fn decomposed_layer_norm_becomes_layer_normalization_with_its_scale_and_bias() {
         assert_eq!(fused.opset(""), Some(opset.max(17)));
         assert_same_outputs(&original, &fused, &[1, 6, 16]);
     }
+    // γ of rank 4 on x of rank 3 broadcasts the output wider: it stays a Mul after the LayerNormalization.
+    let wide_gamma = decomposed_layer_norm(12, "Pow", &[-1], &[1, 1, 1, 16]);
+    let (fused, _) = fused_at(&wide_gamma, 22);
+    assert_eq!(ops(&fused), ["Add", "LayerNormalization", "Mul"]);
+    let output = fused.graph.outputs[0].value;
+    assert_eq!(fused.graph.value(output).shape.as_ref().map(|s| s.rank()), Some(4));
+    assert_same_outputs(&wide_gamma, &fused, &[1, 6, 16]);
     // Normalizing over a middle axis is not a layer normalization.
-    assert_untouched(&decomposed_layer_norm(12, "Pow", &[1]), 22);
+    assert_untouched(&decomposed_layer_norm(12, "Pow", &[1], &[16]), 22);
     // Opset 17 defines it.
-    assert_untouched(&decomposed_layer_norm(12, "Pow", &[-1]), 16);
+    assert_untouched(&decomposed_layer_norm(12, "Pow", &[-1], &[16]), 16);
 }
