@@ -95,8 +95,8 @@ struct OptimizeArgs {
     /// Random calibration samples when no --calib is given.
     #[arg(long, default_value_t = 8)]
     calib_samples: usize,
-    /// Where --quantize auto takes layer latencies from: measured (each
-    /// layer's float and integer forms timed alone in ONNX Runtime, cached
+    /// Where latencies come from for --quantize auto's layers and the fused
+    /// activations: measured (each form timed alone in ONNX Runtime, cached
     /// by configuration) or profile (the device profile's roofline).
     #[arg(long, value_enum, default_value = "measured")]
     cost_model: CostModelArg,
