@@ -321,12 +321,14 @@ impl Applier<Onnx, Facts> for GuardedApplier {
                 return Vec::new();
             }
         }
-        let matched = match &self.lhs {
-            Some(lhs) => match matched_classes(egraph, lhs, subst) {
+        // The classes the left side matched, only for the rules that read them.
+        let matched = match (&self.lhs, self.unshared_intermediates || self.measured) {
+            (_, false) => Vec::new(),
+            (Some(lhs), true) => match matched_classes(egraph, lhs, subst) {
                 Some(classes) => classes,
                 None => return Vec::new(),
             },
-            None => vec![eclass],
+            (None, true) => vec![eclass],
         };
         let below_root = &matched[..matched.len().saturating_sub(1)];
         if self.unshared_intermediates && below_root.iter().any(|&class| egraph[class].data.uses > 1) {
