@@ -19,6 +19,8 @@ fi
 .venv/bin/python scripts/fetch_models.py
 
 export PARE_REQUIRE_MODELS=1
+# One-shot builds: incremental caches only cost disk here.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # ONNX Runtime for `pare verify --runtime ort` and its tests: the pinned Python package.
 export PARE_PYTHON="$PWD/.venv/bin/python"
 cargo test --locked --no-fail-fast
