@@ -8,6 +8,7 @@
 
 pub mod bias_correction;
 pub mod fold;
+pub mod linalg;
 pub mod quantize;
 
 use crate::ir::{tensor, AttributeList, DataType};
