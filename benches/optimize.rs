@@ -22,7 +22,7 @@ fn main() {
         objective: Objective::Latency,
         profile: DeviceProfile::shipped("x86-avx2").expect("shipped profile"),
         budget: 0.0,
-        quantization: None,
+        compression: None,
         target_opset: Some(22),
         measured: None,
     };

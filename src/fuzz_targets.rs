@@ -114,7 +114,7 @@ pub fn rule_file(bytes: &[u8]) -> Result<(), Refused> {
     let specs = rules::parse("user", source_name, &text)?;
     let log = FiringLog::default();
     for spec in &specs {
-        rules::compile(spec, source_name, &log)?;
+        rules::compile(spec, source_name, &log, crate::families::REGISTRY)?;
     }
     Ok(())
 }

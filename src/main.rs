@@ -82,6 +82,19 @@ struct OptimizeArgs {
     /// be), weights (int8 weights behind DequantizeLinear, float compute).
     #[arg(long, value_enum)]
     quantize: Option<QuantizeArg>,
+    /// Factorize layers (MatMul, Gemm, Conv) into two low-rank factors: auto
+    /// (each layer at the rank whose measured cost and error win, within
+    /// --budget, default 0.05) or R in (0, 1), the share of each eligible
+    /// layer's MACs every one keeps. Factors fit --calib data when given.
+    #[arg(long, value_name = "auto|R")]
+    lowrank: Option<String>,
+    /// With --lowrank: the weights' plain truncated SVD, even with --calib data.
+    #[arg(long)]
+    plain_svd: bool,
+    /// A layer every compression family leaves alone: its node's name (or
+    /// its output's), or op:TYPE for every node of an operator type. Repeatable.
+    #[arg(long, value_name = "NAME|op:TYPE")]
+    exclude: Vec<String>,
     /// Calibration inputs: a test_data_set folder (or folder of them), or
     /// .npy/.pb files. Without it, seeded random inputs (accuracy suffers).
     #[arg(long, value_name = "DIR")]
@@ -355,9 +368,17 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
     use pare::verify::Tolerance;
 
     let fixed = args.shapes.parse()?;
+    let exclude = args
+        .exclude
+        .iter()
+        .map(|text| text.parse::<pare::egraph::alternatives::Exclusion>().map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
     let mut families = pipeline::parse_passes(&args.passes)?;
     if args.quantize.is_some() {
-        families.push(pipeline::QUANT_FAMILY.to_string());
+        families.push(pare::families::quantize::NAME.to_string());
+    }
+    if args.lowrank.is_some() {
+        families.push(pare::families::lowrank::NAME.to_string());
     }
     let user_rules = args
         .rules
@@ -381,12 +402,15 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
             pare::ir::opset::MAX_TARGET_OPSET
         );
     }
+    let lowrank = args.lowrank.as_deref().map(|text| lowrank_settings(&args, text, &profile)).transpose()?;
+    let lowrank_auto = lowrank.as_ref().is_some_and(|e| !e.forced);
     let budget = match (args.budget, args.quantize) {
         (Some(budget), _) if budget.is_nan() || budget < 0.0 => {
             anyhow::bail!("--budget must be a number >= 0 or inf, not {budget}")
         }
         (Some(budget), _) => budget,
         (None, Some(QuantizeArg::Auto)) => DEFAULT_QUANTIZED_BUDGET,
+        (None, _) if lowrank_auto => DEFAULT_LOWRANK_BUDGET,
         (None, _) => 0.0,
     };
     let mut tolerance = Tolerance { rtol: args.rtol, atol: args.atol, max_rel_l2: args.max_rel_l2, min_top1: None };
@@ -394,6 +418,12 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
     if no_tolerance_given && args.quantize.is_some() {
         // Integer activations and weights: the declared tolerance is relative L2.
         tolerance.max_rel_l2 = Some(DEFAULT_QUANTIZED_REL_L2);
+    } else if no_tolerance_given && lowrank_auto {
+        tolerance.max_rel_l2 = Some(DEFAULT_QUANTIZED_REL_L2);
+    } else if no_tolerance_given && lowrank.is_some() {
+        // A forced share is the user's accuracy choice: verification catches
+        // a broken model, not an inaccurate one, unless --max-rel-l2 is given.
+        tolerance.max_rel_l2 = Some(FORCED_LOWRANK_REL_L2);
     } else if no_tolerance_given {
         // Exact rewrites reorder float arithmetic, which moves a few elements
         // of a steep output beyond verify's default (PP-OCR det on rendered
@@ -416,7 +446,7 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
             ObjectiveArg::Size => Objective::Size,
         },
         budget,
-        quantization: None,
+        compression: None,
         target_opset: Some(target_opset),
         measured: None,
         profile,
@@ -460,17 +490,25 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
         };
         options.measured = Some(pare::egraph::MeasuredCosts { cost_cache: cache, shapes });
     }
+    let mut enabled = Vec::new();
     if let Some(mode) = args.quantize {
+        enabled.push(quant_settings(&args, mode, &options.profile, &loaded.model)?);
+    }
+    enabled.extend(lowrank);
+    if !enabled.is_empty() {
+        let budgeted = enabled.iter().any(|e| !e.forced);
         let cache = cost_cache.clone().unwrap_or_else(|| {
-            let machine = if args.cost_model == CostModelArg::Measured && mode == QuantizeArg::Auto {
+            let machine = if args.cost_model == CostModelArg::Measured && budgeted {
                 pare::cost::cache::this_machine()
             } else {
                 String::new()
             };
             pare::cost::cache::CostCache::in_memory(machine).shared()
         });
-        let quantization = quantization(&args, mode, &options.profile, &loaded.model, &fixed, cache);
-        options.quantization = Some(at_guessed_shape(quantization, &guess)?);
+        let shared = compression(&args, enabled, &loaded.model, &fixed, cache);
+        let mut shared = at_guessed_shape(shared, &guess)?;
+        shared.exclude = exclude;
+        options.compression = Some(shared);
     }
     let had_external_data = loaded.had_external_data;
     let before = pipeline::summarize(&loaded.model, &options.profile);
@@ -520,8 +558,8 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
         verified.warn_if_degenerate(&original);
         // A quantized model also needs its integer kernels to agree with its
         // reference semantics within the tolerance.
-        let check = engine.as_ref().and_then(|e| e.quantization.as_ref()).and_then(|q| q.kernel_check.as_ref());
-        if let Some(failure) = check.zip(tolerance.max_rel_l2).and_then(|(check, limit)| check.disagreement(limit)) {
+        let sections = engine.iter().flat_map(|e| &e.sections.0);
+        for failure in sections.filter_map(|s| s.verification_failure(tolerance.max_rel_l2?)) {
             verified.failures.push(failure);
             verified.passed = false;
         }
@@ -589,21 +627,23 @@ const EXACT_ATOL: f64 = 1e-4;
 /// Calibration samples whose median shape measured operator latencies are taken at.
 const MEDIAN_SHAPE_SAMPLES: usize = 64;
 
+/// The summed measured error `--lowrank auto` keeps within when no --budget is given.
+const DEFAULT_LOWRANK_BUDGET: f64 = 0.05;
+/// The relative L2 error `--lowrank R` verifies against when no tolerance is
+/// given: an output this far off is broken, not merely approximate.
+const FORCED_LOWRANK_REL_L2: f64 = 1.0;
+
 /// The relative L2 error any `--quantize` mode verifies against when no tolerance is given.
 const DEFAULT_QUANTIZED_REL_L2: f64 = 0.1;
 
-/// Calibrates the model (for weight-only quantization only when bias
-/// correction reads --calib data) and gathers the settings.
-fn quantization(
+/// The `quant` family's settings from the flags, checked.
+fn quant_settings(
     args: &OptimizeArgs,
     mode: QuantizeArg,
     profile: &pare::cost::DeviceProfile,
     model: &pare::ir::Model,
-    fixed: &[(String, Vec<i64>)],
-    cost_cache: pare::cost::cache::SharedCostCache,
-) -> Result<pare::egraph::Quantization> {
-    use pare::egraph::quantize::{ActivationType, QuantMode, QuantSettings};
-    use pare::eval::calibrate::RangeMethod;
+) -> Result<pare::families::Enabled> {
+    use pare::families::quantize::{ActivationType, QuantMode, QuantSettings};
 
     let settings = QuantSettings {
         mode: if mode == QuantizeArg::Weights { QuantMode::WeightsOnly } else { QuantMode::Static },
@@ -618,19 +658,60 @@ fn quantization(
         block_size: args.block_size,
         // Means of random inputs say nothing of real data's.
         bias_correction: !args.no_bias_correction && args.calib.is_some(),
+        // Signed weights where the runtime's kernels agree with its reference
+        // semantics on the calibration data; unsigned in the layers that saturate.
+        check_saturation: args.weights == WeightsArg::Auto && profile.int8_pairs_saturate,
     };
     if settings.mode == QuantMode::Static && (settings.weight_bits == 4 || settings.block_size.is_some()) {
         // No integer kernel takes 4-bit or block-scaled weights with quantized activations.
         anyhow::bail!("--weights s4|u4 and --block-size need --quantize weights (float compute)");
     }
     let target = args.target_opset.unwrap_or(profile.max_opset);
-    let needed = settings.opset().max(pipeline::QUANT_OPSET);
+    let needed = settings.opset().max(pare::families::quantize::QUANT_OPSET);
     if target < needed && model.opset("").unwrap_or(0) < needed {
         anyhow::bail!("--quantize needs opset {needed} (QDQ with per-axis scales), above --target-opset {target}");
     }
     if args.block_size.is_some_and(|b| b < 2) {
         anyhow::bail!("--block-size must be at least 2");
     }
+    Ok(pare::families::Enabled {
+        family: &pare::families::quantize::Quantize,
+        settings: pare::families::Settings(std::sync::Arc::new(settings)),
+        forced: mode != QuantizeArg::Auto,
+    })
+}
+
+/// The `lowrank` family's settings from `--lowrank auto|R`: data-aware
+/// factors when --calib gives real data.
+fn lowrank_settings(
+    args: &OptimizeArgs,
+    text: &str,
+    profile: &pare::cost::DeviceProfile,
+) -> Result<pare::families::Enabled> {
+    use pare::families::lowrank::{LowRank, LowrankSettings};
+    let settings = LowrankSettings::parse(text, profile.channel_multiple, args.calib.is_some() && !args.plain_svd)
+        .map_err(anyhow::Error::msg)?;
+    let forced = settings.fixed.is_some();
+    Ok(pare::families::Enabled {
+        family: &LowRank,
+        settings: pare::families::Settings(std::sync::Arc::new(settings)),
+        forced,
+    })
+}
+
+/// What the enabled families share: calibrates the model once for the
+/// statistics they ask for (random seeded inputs when they need ranges and
+/// no --calib is given; none when nothing needs data), keeps probe samples,
+/// and the representative shapes latencies are measured at.
+fn compression(
+    args: &OptimizeArgs,
+    enabled: Vec<pare::families::Enabled>,
+    model: &pare::ir::Model,
+    fixed: &[(String, Vec<i64>)],
+    cost_cache: pare::cost::cache::SharedCostCache,
+) -> Result<pare::egraph::Compression> {
+    use pare::eval::calibrate::RangeMethod;
+
     if !(args.percentile > 0.0 && args.percentile <= 100.0) {
         anyhow::bail!("--percentile must be in (0, 100], not {}", args.percentile);
     }
@@ -639,11 +720,18 @@ fn quantization(
         CalibMethodArg::Percentile => RangeMethod::Percentile(args.percentile),
         CalibMethodArg::Entropy => RangeMethod::Entropy,
     };
+    let mut request = pare::families::StatisticsRequest::default();
+    for e in &enabled {
+        request.merge(e.family.statistics(e, model));
+    }
+    // A budgeted family measures each alternative on probe samples.
+    let budgeted = enabled.iter().any(|e| !e.forced);
+    let needs_ranges = !request.ranges.is_empty() && needs_activation_ranges(&enabled);
     let source = match &args.calib {
-        Some(dir) if settings.mode == QuantMode::Static || settings.bias_correction => {
+        Some(dir) if needs_ranges || !request.means.is_empty() || !request.second_moments.is_empty() || budgeted => {
             Some(pipeline::CalibrationSource::Folder(dir.clone()))
         }
-        None if settings.mode == QuantMode::Static => {
+        None if needs_ranges || budgeted => {
             eprintln!(
                 "pare: warning: no --calib DIR given; calibrating on {} seeded random inputs, \
                  so activation ranges (and accuracy) will not match real data",
@@ -651,13 +739,10 @@ fn quantization(
             );
             Some(pipeline::CalibrationSource::Random { count: args.calib_samples, seed: args.seed })
         }
-        // Weight-only quantization needs no ranges, only the means bias correction reads.
         _ => None,
     };
     let calibrated = match source {
-        Some(source) => {
-            Some(pipeline::calibrate(model, &args.input, fixed, &source, method, settings.bias_correction)?)
-        }
+        Some(source) => Some(pipeline::calibrate(model, &args.input, fixed, &source, method, &request)?),
         None => None,
     };
     // Where the model leaves dims open, latencies are measured at the
@@ -666,37 +751,42 @@ fn quantization(
         Some(calibrated) => calibrated.representative.clone(),
         None => pare::samples::representative_shapes(model)?,
     };
-    let (ranges, means, probe, calibration) = match calibrated {
+    let (ranges, means, second_moments, probe, calibration) = match calibrated {
         Some(calibrated) => {
-            let summary = pare::quantization_report::CalibrationSummary {
+            let summary = pare::eval::statistics::CalibrationSummary {
                 source: args
                     .calib
                     .as_ref()
-                    .map_or_else(|| pare::quantization_report::RANDOM_SOURCE.into(), |dir| dir.display().to_string()),
+                    .map_or_else(|| pare::eval::statistics::RANDOM_SOURCE.into(), |dir| dir.display().to_string()),
                 samples: calibrated.calibration.samples,
                 method,
             };
-            (calibrated.calibration.ranges, calibrated.calibration.means, calibrated.probe, Some(summary))
+            let c = calibrated.calibration;
+            (c.ranges, c.means, c.second_moments, calibrated.probe, Some(summary))
         }
         None => Default::default(),
     };
-    // Signed weights where the runtime's kernels agree with its reference
-    // semantics on the calibration data; unsigned in the layers that saturate.
-    let check_saturation = args.weights == WeightsArg::Auto && profile.int8_pairs_saturate;
-    Ok(pare::egraph::Quantization {
-        settings,
+    Ok(pare::egraph::Compression {
+        enabled,
         ranges,
         means,
-        force: mode != QuantizeArg::Auto,
+        second_moments,
         measure: args.cost_model == CostModelArg::Measured,
         probe,
-        check_saturation,
-        sensitivity: Default::default(),
+        measured_errors: Default::default(),
+        exclude: Vec::new(),
         calibration,
         representative,
         cost_cache,
         pinned: None,
     })
+}
+
+/// Whether an enabled family computes on integer activations (static
+/// quantization), whose ranges only calibration data gives.
+fn needs_activation_ranges(enabled: &[pare::families::Enabled]) -> bool {
+    use pare::families::quantize::{QuantMode, QuantSettings};
+    enabled.iter().filter_map(|e| e.settings::<QuantSettings>()).any(|s| s.mode == QuantMode::Static)
 }
 
 fn verify(args: VerifyArgs) -> Result<Outcome> {

@@ -113,8 +113,8 @@ pub fn table(report: &OptimizeReport) -> String {
             let _ = writeln!(out, "opset raised from {} to {} for {}", raised.from, raised.to, needs.join(", "));
         }
     }
-    if let Some(quantization) = report.engine.as_ref().and_then(|e| e.quantization.as_ref()) {
-        quantization.table(&mut out);
+    for section in report.engine.iter().flat_map(|e| &e.sections.0) {
+        section.table(&mut out);
     }
     if let Some(engine) = report.engine.as_ref().filter(|e| !e.timing_shapes.is_empty()) {
         let _ = writeln!(out, "latencies measured at: {}", engine.timing_shapes.join(", "));

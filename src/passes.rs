@@ -4,7 +4,8 @@
 
 use std::fmt::Write as _;
 
-use crate::egraph::{appliers, catalogue, guards, RuleError, FAMILIES};
+use crate::egraph::{appliers, catalogue, guards, rules, RuleError};
+use crate::families::REGISTRY;
 
 /// The first comment paragraph of a rules file: what the family is.
 pub fn family_description(text: &str) -> String {
@@ -17,9 +18,9 @@ pub fn family_description(text: &str) -> String {
 
 /// The listing `pare passes` prints.
 pub fn listing() -> Result<String, RuleError> {
-    let rules = catalogue()?;
+    let rules = catalogue(REGISTRY)?;
     let mut out = String::new();
-    for (family, text) in FAMILIES {
+    for (family, text) in rules::families(REGISTRY) {
         let description = family_description(text);
         let description = description.strip_prefix(&format!("{family}:")).unwrap_or(&description).trim();
         let _ = writeln!(out, "{family}: {description}");
@@ -29,11 +30,11 @@ pub fn listing() -> Result<String, RuleError> {
         out.push('\n');
     }
     out.push_str("guards (if name(?a, ...)):\n");
-    for guard in guards::all() {
+    for guard in guards::all(REGISTRY) {
         let _ = writeln!(out, "  {:<26} {}", guard.name, guard.about);
     }
     out.push_str("\nappliers (=> @name):\n");
-    for applier in appliers::all() {
+    for applier in appliers::all(REGISTRY) {
         let _ = writeln!(out, "  {:<26} {}", applier.name, applier.about);
     }
     Ok(out)
@@ -46,7 +47,7 @@ mod tests {
     #[test]
     fn every_shipped_rule_is_listed_with_a_description() {
         let text = listing().unwrap();
-        let rules = catalogue().unwrap();
+        let rules = catalogue(REGISTRY).unwrap();
         assert!(rules.len() >= 30, "{} rules", rules.len());
         for rule in &rules {
             assert!(!rule.description.is_empty(), "rule {} has no description", rule.name);

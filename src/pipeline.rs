@@ -9,15 +9,14 @@ use serde::Serialize;
 
 use crate::cost::cache::{key_of, Interval};
 use crate::cost::{graph_estimate, DeviceProfile};
+use crate::egraph::family::{CheckError, StatisticsRequest, Written};
 use crate::egraph::{self, EgraphError, EngineReport};
 use crate::eval::calibrate::{self, Calibration, RangeMethod};
 use crate::eval::{runs_relative_l2, EvaluatorBuilder};
-use crate::ir::{self, DataType, IrError, Model, OpsetError, QdqError, Shape};
-use crate::kernel_check;
+use crate::ir::{self, IrError, Model, OpsetError, Shape};
 use crate::onnx::proto::type_proto;
 use crate::onnx::{self, OnnxError, WriteOptions};
 use crate::onnxruntime::GraphOptimization;
-use crate::quantization_report::{KernelCheck, LayerForms};
 use crate::samples;
 
 /// Why a pipeline stage failed.
@@ -38,17 +37,14 @@ pub enum PipelineError {
          (as declared, or fixed by --input-shape)"
     )]
     SampleShape { sample: String, input: String, actual: String, model: PathBuf, expected: String },
-    #[error("{path}: writing QDQ nodes: {reason}")]
-    Qdq { path: PathBuf, reason: QdqError },
+    #[error("{path}: {reason}")]
+    Lower { path: PathBuf, reason: String },
     #[error("{path}: timing the candidates in ONNX Runtime: {reason} (or pass --cost-model profile)")]
     Measure { path: PathBuf, reason: String },
-    #[error(
-        "{path}: checking ONNX Runtime's integer kernels for saturation: {reason} \
-         (or choose the weight type with --weights s8|s8-7bit|u8)"
-    )]
-    SaturationProbe { path: PathBuf, reason: String },
-    #[error("{path}: quantization needs opset {needed}: {reason}")]
-    Opset { path: PathBuf, needed: i64, reason: Box<OpsetError> },
+    #[error("{path}: {reason}")]
+    Check { path: PathBuf, reason: CheckError },
+    #[error("{path}: the {family} family needs opset {needed}: {reason}")]
+    Opset { path: PathBuf, family: &'static str, needed: i64, reason: Box<OpsetError> },
 }
 
 /// A model loaded into the IR, with what the writer needs to know of its source.
@@ -72,14 +68,6 @@ pub fn load(path: &Path, fixed_shapes: &[(String, Vec<i64>)]) -> Result<LoadedMo
 /// The pass families `--passes all` runs, in the order they are listed (all exact).
 pub const PASS_FAMILIES: &[&str] = &["fold", "fuse", "clean"];
 
-/// The family `--quantize` adds (approximate; it needs calibrated ranges).
-pub const QUANT_FAMILY: &str = "quant";
-
-/// The lowest default-domain opset quantized models are written at
-/// (per-channel DequantizeLinear needs 13; 4-bit and block-wise weights 21,
-/// see [`egraph::quantize::QuantSettings::opset`]).
-pub const QUANT_OPSET: i64 = 13;
-
 /// Where calibration samples come from.
 #[derive(Clone, Debug)]
 pub enum CalibrationSource {
@@ -102,26 +90,30 @@ pub struct Calibrated {
 const PROBE_SAMPLES: usize = 4;
 
 /// Runs the calibration samples through the embedded evaluator once,
-/// capturing the float values quantization may need ([`needs_range`]), and
-/// returns their ranges; with `means`, also the mean inputs of the layers
-/// bias correction applies to ([`corrected_layer_inputs`]).
+/// capturing the values the enabled families asked statistics of
+/// (`request`: see [`crate::egraph::family::Family::statistics`]), and returns
+/// their ranges, the means and the second moments asked for.
 pub fn calibrate(
     model: &Model,
     path: &Path,
     fixed: &[(String, Vec<i64>)],
     source: &CalibrationSource,
     method: RangeMethod,
-    means: bool,
+    request: &StatisticsRequest,
 ) -> Result<Calibrated, PipelineError> {
     let failed = |reason: String| PipelineError::Calibration { path: path.to_path_buf(), reason };
-    let needed = needs_range(model);
+    let needed = |name: &String| {
+        request.ranges.contains(name)
+            || request.means.contains(name)
+            || request.second_moments.iter().any(|m| &m.input == name)
+    };
     let captured: Vec<String> = model
         .graph
         .nodes
         .node_weights()
         .flat_map(|node| node.outputs.iter().flatten())
-        .filter(|value| needed.contains(value))
         .map(|&value| model.graph.value(value).name.clone())
+        .filter(needed)
         .collect();
     let proto = ir::export(model.clone()).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
     let evaluator = EvaluatorBuilder::new()
@@ -148,8 +140,8 @@ pub fn calibrate(
     }
     let probe = inputs.iter().take(PROBE_SAMPLES).cloned().collect();
     let representative = samples::median_shapes(&inputs);
-    let mean_of = if means { corrected_layer_inputs(model) } else { Default::default() };
-    let calibration = calibrate::calibrate(&evaluator, inputs, method, &mean_of).map_err(|e| failed(e.to_string()))?;
+    let calibration = calibrate::calibrate(&evaluator, inputs, method, &request.means, &request.second_moments)
+        .map_err(|e| failed(e.to_string()))?;
     Ok(Calibrated { calibration, probe, representative })
 }
 
@@ -177,49 +169,6 @@ fn check_sample_shapes(model: &Model, path: &Path, sample: &samples::Sample) -> 
         }
     }
     Ok(())
-}
-
-/// The data inputs of the layers whose quantized form gets a corrected bias
-/// (Conv and Gemm; see [`crate::weights::bias_correction`]).
-fn corrected_layer_inputs(model: &Model) -> std::collections::HashSet<String> {
-    let graph = &model.graph;
-    graph
-        .nodes
-        .node_weights()
-        .filter(|node| node.domain.is_empty() && matches!(node.op_type.as_str(), "Conv" | "Gemm"))
-        .filter_map(|node| node.inputs.first().copied().flatten())
-        .filter(|&value| graph.value(value).dtype == Some(DataType::Float))
-        .map(|value| graph.value(value).name.clone())
-        .collect()
-}
-
-/// The float values a quantized graph can carry in integers, so calibration
-/// captures them: all but those read only by BatchNormalization. ONNX has no
-/// integer BatchNormalization; one after a linear layer folds into it exactly
-/// (the fused layer computes the BatchNormalization's output), and any other
-/// stays float and reads its input in float. Leaving those values out spares
-/// the evaluator keeping them and lets it fuse the layer with its normalization
-/// (half of ResNet-50's calibration time).
-fn needs_range(model: &Model) -> std::collections::HashSet<ir::ValueId> {
-    let graph = &model.graph;
-    let mut read_outside_batch_norm = std::collections::HashSet::new();
-    let mut read = std::collections::HashSet::new();
-    for node in graph.nodes.node_weights() {
-        for &value in node.inputs.iter().flatten().chain(&node.implicit_inputs) {
-            read.insert(value);
-            if node.op_type != "BatchNormalization" {
-                read_outside_batch_norm.insert(value);
-            }
-        }
-    }
-    let outputs: Vec<ir::ValueId> = graph.outputs.iter().map(|io| io.value).collect();
-    graph
-        .nodes
-        .node_weights()
-        .flat_map(|node| node.outputs.iter().flatten().copied())
-        .filter(|value| graph.value(*value).dtype == Some(DataType::Float))
-        .filter(|value| read_outside_batch_norm.contains(value) || !read.contains(value) || outputs.contains(value))
-        .collect()
 }
 
 /// Parses `--passes`: `none`, `all`, or a comma-separated list of families.
@@ -282,9 +231,10 @@ pub fn summarize(model: &Model, profile: &DeviceProfile) -> Summary {
 /// declared with those shapes in the result, since rewrites such as folding
 /// `Shape` rely on them.
 ///
-/// Quantizing raises the opset to [`QUANT_OPSET`] first and lowers the
-/// chosen integer operators to QDQ form after. `--quantize auto` with
-/// measured costs also builds the float-only and the fully quantized
+/// Compressing raises the opset to what the enabled families need first
+/// ([`crate::families::Family::opset`]) and lets each lower its chosen forms
+/// after (quantization: to QDQ form). A budgeted run with measured costs
+/// (`--quantize auto`) also builds the float-only and the fully compressed
 /// candidates (and, when the budgeted one's measured error left room, up to
 /// [`WIDEN_ATTEMPTS`] more at wider summed budgets: [`widened_budget`]), times
 /// them side by side in ONNX Runtime and keeps the fastest whose deployed
@@ -296,20 +246,20 @@ pub fn optimize(
     fixed: &[(String, Vec<i64>)],
     options: &egraph::Options,
 ) -> Result<(Model, Option<EngineReport>), PipelineError> {
-    let Some(quantization) = options.quantization.as_ref().filter(|q| q.measure && !q.force) else {
+    let Some(compression) = options.compression.as_ref().filter(|c| c.measure && !c.forced()) else {
         return optimize_once(model, path, fixed, options);
     };
-    let quantization_shapes = quantization.representative.clone();
+    let representative_shapes = compression.representative.clone();
     let float_options = egraph::Options {
-        families: options.families.iter().filter(|f| *f != QUANT_FAMILY).cloned().collect(),
-        quantization: None,
+        families: options.families.iter().filter(|f| compression.family(f).is_none()).cloned().collect(),
+        compression: None,
         ..options.clone()
     };
-    let mut forced = quantization.clone();
-    forced.force = true;
-    let all_options = egraph::Options { quantization: Some(forced), ..options.clone() };
-    // The quantized candidates start from the model raised to the quantization opset once.
-    let upgraded = at_quantization_opset(model.clone(), path, fixed, quantization)?;
+    let mut forced = compression.clone();
+    forced.enabled.iter_mut().for_each(|e| e.forced = true);
+    let all_options = egraph::Options { compression: Some(forced), ..options.clone() };
+    // The compressed candidates start from the model raised to the families' opset once.
+    let upgraded = at_compression_opset(model.clone(), path, fixed, compression)?;
     let mut candidates = Vec::new();
     for (name, start, candidate_options) in
         [("float", model, &float_options), ("auto", upgraded.clone(), options), ("all", upgraded.clone(), &all_options)]
@@ -320,7 +270,7 @@ pub fn optimize(
     // A quantized candidate is kept only where its deployed output stays
     // within the budget of the float one's (the forced candidate is not
     // budgeted, and summed sensitivities only estimate the budgeted one's).
-    let probe = &quantization.probe;
+    let probe = &compression.probe;
     let reference = if options.budget.is_finite() && !probe.is_empty() {
         // The float candidate's reference semantics, against which each
         // quantized candidate runs with the integer kernels a deployment runs.
@@ -355,8 +305,8 @@ pub fn optimize(
     for _ in 0..WIDEN_ATTEMPTS {
         let Some(budget) = widened else { break };
         let mut widened_options = egraph::Options { budget, ..options.clone() };
-        if let Some(q) = widened_options.quantization.as_mut() {
-            q.sensitivity = sensitivity.clone();
+        if let Some(c) = widened_options.compression.as_mut() {
+            c.measured_errors = sensitivity.clone();
         }
         let (optimized, report) = optimize_once(upgraded.clone(), path, fixed, &widened_options)?;
         let error = errors_of(&[&optimized]).pop().flatten();
@@ -394,17 +344,14 @@ pub fn optimize(
     // Ties go to the candidate with fewer approximated layers (the float one first).
     let approximated: Vec<usize> = candidates
         .iter()
-        .map(|(_, optimized, _)| {
-            let forms = LayerForms::of(optimized);
-            forms.integer.len() + forms.weight_only.len()
-        })
+        .map(|(_, _, report)| report.as_ref().map_or(0, |r| r.sections.0.iter().map(|s| s.compressed_layers()).sum()))
         .collect();
     let mut preference: Vec<usize> = (0..candidates.len()).filter(|&index| eligible(index)).collect();
     preference.sort_by_key(|&index| (approximated[index], index));
     if preference.first() != Some(&0) {
         preference.insert(0, 0);
     }
-    let rounds = time_candidates(&protos, &preference, quantization, path)?;
+    let rounds = time_candidates(&protos, &preference, compression, path)?;
     let times: Vec<Option<&[f64]>> = rounds.iter().map(|r| r.as_ref().ok().map(Vec::as_slice)).collect();
     let verdict = crate::cost::choose::clearly_fastest(&times, &preference);
     let fastest = verdict.chosen;
@@ -447,24 +394,16 @@ pub fn optimize(
     }
     let measured_configurations =
         candidates.iter().filter_map(|(_, _, r)| r.as_ref()).map(|r| r.measured_configurations).sum();
-    // The float candidate reports the settings it was compared at and its
-    // float layers (the kernel check and the biases were of another model).
-    let quantization = candidates[1].2.as_ref().and_then(|r| r.quantization.clone()).map(|q| {
-        crate::quantization_report::QuantizationReport {
-            kernel_check: None,
-            widened_bias: Vec::new(),
-            bias_corrected: Vec::new(),
-            ..q
-        }
-    });
+    // A float winner reports each family's settings it was compared at and
+    // its float layers (the budgeted candidate's checks were of another model).
+    let budgeted_sections = candidates[1].2.as_ref().map(|r| r.sections.clone()).unwrap_or_default();
     let (_, optimized, report) = candidates.swap_remove(fastest);
-    let quantization = report
-        .as_ref()
-        .and_then(|r| r.quantization.clone())
-        .or(quantization)
-        .map(|q| crate::quantization_report::QuantizationReport { layers: LayerForms::of(&optimized), ..q });
+    let sections = match report.as_ref().map(|r| r.sections.clone()) {
+        Some(sections) if !sections.0.is_empty() => sections,
+        _ => egraph::Sections(budgeted_sections.0.iter().map(|s| s.uncompressed(&optimized)).collect()),
+    };
     let timing_shapes =
-        if samples::has_open_dims(&optimized) { samples::shapes_text(&quantization_shapes) } else { Vec::new() };
+        if samples::has_open_dims(&optimized) { samples::shapes_text(&representative_shapes) } else { Vec::new() };
     let report = report.map(|r| EngineReport {
         end_to_end: timings,
         end_to_end_decisions: decisions,
@@ -472,7 +411,7 @@ pub fn optimize(
         operator_timings,
         measured_configurations,
         layer_sensitivity,
-        quantization,
+        sections,
         ..r
     });
     Ok((optimized, report))
@@ -487,17 +426,17 @@ pub fn optimize(
 fn time_candidates(
     protos: &[(String, crate::onnx::proto::ModelProto)],
     preference: &[usize],
-    quantization: &egraph::Quantization,
+    compression: &egraph::Compression,
     path: &Path,
 ) -> Result<Vec<Result<Vec<f64>, String>>, PipelineError> {
     use prost::Message;
     let measure_error = |reason: String| PipelineError::Measure { path: path.to_path_buf(), reason };
     let mut identity: Vec<u8> =
         protos.iter().flat_map(|(_, proto)| key_of(&proto.encode_to_vec()).into_bytes()).collect();
-    identity.extend(format!("{:?}", quantization.representative).into_bytes());
+    identity.extend(format!("{:?}", compression.representative).into_bytes());
     let key = key_of(&identity);
     let what: Vec<String> = protos.iter().map(|(label, _)| label.clone()).collect();
-    let cached = quantization
+    let cached = compression
         .cost_cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -506,7 +445,7 @@ fn time_candidates(
     let rounds = match cached {
         Some(entry) => entry.rounds,
         None => {
-            let mut timing = crate::cost::measure::SideBySide::open(protos, &quantization.representative);
+            let mut timing = crate::cost::measure::SideBySide::open(protos, &compression.representative);
             loop {
                 timing.run(END_TO_END_ROUNDS);
                 let times: Vec<Option<&[f64]>> =
@@ -519,7 +458,7 @@ fn time_candidates(
             let rounds: Vec<Result<Vec<f64>, String>> =
                 timing.rounds.into_iter().map(|r| r.map_err(|e| e.to_string())).collect();
             let entry = crate::cost::cache::RoundsEntry { what, rounds: rounds.clone() };
-            quantization.cost_cache.lock().unwrap_or_else(|p| p.into_inner()).put_candidates(key, entry);
+            compression.cost_cache.lock().unwrap_or_else(|p| p.into_inner()).put_candidates(key, entry);
             rounds
         }
     };
@@ -562,17 +501,19 @@ fn widened_budget(budget: f64, summed: f64, measured: Option<f64>, forced: Optio
     Some(summed * room * room)
 }
 
-/// The model raised to the opset `quantization` needs (shapes inferred
-/// again) when it is older.
-fn at_quantization_opset(
+/// The model raised to the default-domain opset the enabled compression
+/// families need (shapes inferred again) when it is older.
+fn at_compression_opset(
     mut model: Model,
     path: &Path,
     fixed: &[(String, Vec<i64>)],
-    quantization: &egraph::Quantization,
+    compression: &egraph::Compression,
 ) -> Result<Model, PipelineError> {
-    let needed = quantization.settings.opset().max(QUANT_OPSET);
+    let needed = compression.enabled.iter().filter_map(|e| Some((e.family.opset(e)?, e.family.name()))).max();
+    let Some((needed, family)) = needed else { return Ok(model) };
     if model.opset("").unwrap_or(1) < needed {
-        let opset_error = |reason| PipelineError::Opset { path: path.to_path_buf(), needed, reason: Box::new(reason) };
+        let opset_error =
+            |reason| PipelineError::Opset { path: path.to_path_buf(), family, needed, reason: Box::new(reason) };
         ir::upgrade_opset(&mut model, needed).map_err(opset_error)?;
         ir::infer::infer(&mut model, fixed).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
     }
@@ -589,64 +530,52 @@ fn optimize_once(
         return Ok((model, None));
     }
     let engine_error = |reason| PipelineError::Engine { path: path.to_path_buf(), reason };
-    let quantization = options.quantization.as_ref().filter(|_| options.families.iter().any(|f| f == QUANT_FAMILY));
-    let quantizing = quantization.is_some();
-    let model = match quantization {
-        Some(q) => at_quantization_opset(model, path, fixed, q)?,
+    // The enabled families whose rules run.
+    let compression = options
+        .compression
+        .as_ref()
+        .filter(|c| c.enabled.iter().any(|e| options.families.iter().any(|f| f == e.family.name())));
+    let model = match compression {
+        Some(c) => at_compression_opset(model, path, fixed, c)?,
         None => model,
     };
-    if let Some(quantization) = options.quantization.as_ref().filter(|q| {
-        quantizing && !q.force && options.budget.is_finite() && q.sensitivity.is_empty() && !q.probe.is_empty()
-    }) {
-        // Charge each layer's quantized form with its measured effect on the output.
-        let measured = egraph::sensitivity::measure(&model, options, &quantization.probe).map_err(engine_error)?;
+    if let Some(compression) = compression
+        .filter(|c| !c.forced() && options.budget.is_finite() && c.measured_errors.is_empty() && !c.probe.is_empty())
+    {
+        // Charge each layer's compressed forms with their measured effect on the output.
+        let measured = egraph::sensitivity::measure(&model, options, &compression.probe).map_err(engine_error)?;
         let mut measured_options = options.clone();
-        if let Some(q) = measured_options.quantization.as_mut() {
-            q.sensitivity = measured.by_value_name;
+        if let Some(c) = measured_options.compression.as_mut() {
+            c.measured_errors = measured.by_value_name;
         }
         let (optimized, report) = optimize_once(model, path, fixed, &measured_options)?;
         return Ok((optimized, report.map(|r| EngineReport { layer_sensitivity: measured.layers, ..r })));
     }
-    let (mut optimized, report) = match options
-        .quantization
-        .as_ref()
-        .filter(|q| quantizing && q.measure && !q.force && q.pinned.is_none() && samples::has_open_dims(&model))
+    let (mut optimized, mut report) = match compression
+        .filter(|c| c.measure && !c.forced() && c.pinned.is_none() && samples::has_open_dims(&model))
     {
-        Some(quantization) => optimize_at_representative_shape(&model, path, fixed, options, quantization)?,
+        Some(compression) => optimize_at_representative_shape(&model, path, fixed, options, compression)?,
         None => egraph::optimize(&model, options).map_err(engine_error)?,
     };
-    if quantizing {
-        ir::lower_to_qdq(&mut optimized).map_err(|reason| PipelineError::Qdq { path: path.to_path_buf(), reason })?;
+    for enabled in compression.iter().flat_map(|c| &c.enabled) {
+        enabled
+            .family
+            .lower(&mut optimized)
+            .map_err(|reason| PipelineError::Lower { path: path.to_path_buf(), reason })?;
     }
     declare_fixed_inputs(&mut optimized, fixed);
     ir::infer::infer(&mut optimized, fixed).map_err(|reason| PipelineError::Ir { path: path.to_path_buf(), reason })?;
     if !fixed.is_empty() {
         declare_inferred_shapes(&mut optimized);
     }
-    // Only integer kernels can saturate, and only samples can show it.
-    let probed = options.quantization.as_ref().filter(|q| {
-        quantizing
-            && q.check_saturation
-            && q.settings.mode == egraph::quantize::QuantMode::Static
-            && !q.settings.unsigned_weights
-            && !q.probe.is_empty()
-    });
-    let mut report = report;
-    if let Some(quantized) = report.quantization.as_mut() {
-        quantized.layers = LayerForms::of(&optimized);
-    }
-    if let Some(quantization) = probed {
-        let failed = |reason| PipelineError::SaturationProbe { path: path.to_path_buf(), reason };
-        let probe = &quantization.probe;
-        let checked = kernel_check::check(&optimized, &model, path, probe).map_err(failed)?;
-        let mut check = KernelCheck { signed: checked.departure, saturating: checked.saturating, unsigned: None };
-        if !check.saturating.is_empty() {
-            let layers: Vec<String> = check.saturating.iter().map(|s| s.layer.clone()).collect();
-            kernel_check::store_weights_unsigned(&mut optimized, &layers);
-            let departure = kernel_check::departure(&optimized, &checked.original, path, probe).map_err(failed)?;
-            check.unsigned = Some(departure);
+    if let Some(compression) = compression {
+        let written = Written { original: &model, path, probe: &compression.probe };
+        for enabled in &compression.enabled {
+            enabled
+                .family
+                .check(enabled, &mut optimized, &written, &mut report.sections)
+                .map_err(|reason| PipelineError::Check { path: path.to_path_buf(), reason })?;
         }
-        report = with_kernel_check(report, check);
     }
     Ok((optimized, Some(report)))
 }
@@ -654,21 +583,21 @@ fn optimize_once(
 /// The e-graph engine on a model whose inputs leave dims open, with
 /// measured costs: layer latencies can only be measured at concrete shapes,
 /// and rewrites must not rely on one. So the choice is made on the model
-/// with its open dims at the representative shapes (`quantization.representative`),
-/// and the model itself is then optimized with the same layers quantized
-/// ([`egraph::Quantization::pinned`]). The report keeps the first run's
+/// with its open dims at the representative shapes (`compression.representative`),
+/// and the model itself is then optimized with the same layers compressed
+/// ([`egraph::Compression::pinned`]). The report keeps the first run's
 /// measured costs and extraction, and names the shapes.
 fn optimize_at_representative_shape(
     model: &Model,
     path: &Path,
     fixed: &[(String, Vec<i64>)],
     options: &egraph::Options,
-    quantization: &egraph::Quantization,
+    compression: &egraph::Compression,
 ) -> Result<(Model, EngineReport), PipelineError> {
     let engine_error = |reason| PipelineError::Engine { path: path.to_path_buf(), reason };
     let ir_error = |reason| PipelineError::Ir { path: path.to_path_buf(), reason };
     let mut shapes: Vec<(String, Vec<i64>)> = fixed.to_vec();
-    shapes.extend(quantization.representative.iter().filter(|(name, _)| fixed.iter().all(|(f, _)| f != name)).cloned());
+    shapes.extend(compression.representative.iter().filter(|(name, _)| fixed.iter().all(|(f, _)| f != name)).cloned());
     let mut at_shape = model.clone();
     ir::infer::infer(&mut at_shape, &shapes).map_err(ir_error)?;
     if samples::has_open_dims(&at_shape) {
@@ -683,8 +612,8 @@ fn optimize_at_representative_shape(
     }
     let (_, chosen) = egraph::optimize(&at_shape, options).map_err(engine_error)?;
     let mut pinned_options = options.clone();
-    if let Some(q) = pinned_options.quantization.as_mut() {
-        q.pinned = Some(chosen.quantized_layers.clone());
+    if let Some(c) = pinned_options.compression.as_mut() {
+        c.pinned = Some(chosen.compressed_layers.clone());
     }
     let (optimized, report) = egraph::optimize(model, &pinned_options).map_err(engine_error)?;
     let timing_shapes = samples::shapes_text(&shapes);
@@ -696,14 +625,6 @@ fn optimize_at_representative_shape(
         ..report
     };
     Ok((optimized, report))
-}
-
-/// The report with the kernel check in its quantization section.
-fn with_kernel_check(mut report: EngineReport, check: KernelCheck) -> EngineReport {
-    if let Some(quantization) = report.quantization.as_mut() {
-        quantization.kernel_check = Some(check);
-    }
-    report
 }
 
 /// With inputs fixed, the declarations of outputs and intermediate values

@@ -171,6 +171,39 @@ fn weight_only_quantization_keeps_float_compute_and_quarter_weights() {
 }
 
 #[test]
+fn excluded_layers_stay_float_and_a_malformed_exclusion_is_exit_2() {
+    let model = residual_block();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report_path) = (dir.path().join("w8.onnx"), dir.path().join("report.json"));
+    let base = ["--quantize", "weights", "--objective", "size", "--input-shape", "images=1,3,32,32"];
+    let report = ["--report", report_path.to_str().unwrap()];
+    // By node name (the first Conv, which BatchNormalization folds into) and by operator type.
+    let cases: [(&[&str], usize, &[&str]); 3] = [
+        (&["--exclude", "n_Conv_3"], 6, &["n_Conv_3"]),
+        (&["--exclude", "op:Gemm", "--exclude", "n_Conv_58"], 5, &["n_Conv_58", "n_Gemm_76"]),
+        (&["--exclude", "op:Conv"], 1, &[]),
+    ];
+    for (exclude, weight_only, float) in cases {
+        quantize(&model, &out, &[&base[..], &report, exclude].concat());
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+        let layers = &report["engine"]["quantization"]["layers"];
+        assert_eq!(layers["weight_only"].as_array().unwrap().len(), weight_only, "{exclude:?}: {layers}");
+        let kept: Vec<&str> = layers["float"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        for name in float {
+            assert!(kept.contains(name), "{exclude:?}: {name} not float in {layers}");
+        }
+    }
+    for bad in ["op:", ""] {
+        let run = common::pare(
+            &[&["optimize", model.to_str().unwrap(), "-o", out.to_str().unwrap()], &base[..], &["--exclude", bad]]
+                .concat(),
+        );
+        assert_eq!(run.status.code(), Some(2), "--exclude '{bad}': {}", common::stderr(&run));
+        assert!(common::stderr(&run).contains("--exclude"), "{}", common::stderr(&run));
+    }
+}
+
+#[test]
 fn bias_correction_needs_calibration_data_and_can_be_turned_off() {
     let model = residual_block();
     let data = model.parent().unwrap().to_str().unwrap().to_string();

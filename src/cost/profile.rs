@@ -59,7 +59,17 @@ pub struct DeviceProfile {
     /// may raise a model's opset up to it (`--target-opset` overrides).
     #[serde(default = "default_max_opset")]
     pub max_opset: i64,
+    /// Channel counts the device's kernels run fastest at a multiple of:
+    /// compression families round the channels they choose (ranks, kept
+    /// channels) to it, as odd counts leave vector lanes idle.
+    #[serde(default = "default_channel_multiple")]
+    pub channel_multiple: usize,
     pub energy: EnergyTable,
+}
+
+/// A profile without `channel_multiple`: 8 (eight float lanes of AVX2, two NEON registers).
+fn default_channel_multiple() -> usize {
+    8
 }
 
 /// A profile without `max_opset`: opset 22, which ONNX Runtime 1.21 and later load.
@@ -119,6 +129,9 @@ impl DeviceProfile {
         if !(profile.node_overhead.is_finite() && profile.node_overhead >= 0.0) {
             return Err(invalid("node_overhead must be a number >= 0".into()));
         }
+        if profile.channel_multiple == 0 {
+            return Err(invalid("channel_multiple must be at least 1".into()));
+        }
         if !profile.macs_per_second.contains_key("default") {
             return Err(invalid("macs_per_second needs a 'default' entry".into()));
         }
@@ -166,5 +179,17 @@ mod tests {
         assert!(error.contains("bad.toml") && error.contains("memory_bandwidth"), "{error}");
         let error = DeviceProfile::parse("name = 3", "worse.toml").unwrap_err().to_string();
         assert!(error.starts_with("worse.toml: not a device profile"), "{error}");
+        let mcu = include_str!("devices/mcu.toml");
+        let text = mcu.replace("channel_multiple = 4", "channel_multiple = 0");
+        let error = DeviceProfile::parse(&text, "zero.toml").unwrap_err().to_string();
+        assert!(error.contains("channel_multiple must be at least 1"), "{error}");
+    }
+
+    #[test]
+    fn channel_multiple_is_read_or_defaults_to_8() {
+        let mcu = include_str!("devices/mcu.toml");
+        assert_eq!(DeviceProfile::parse(mcu, "mcu.toml").unwrap().channel_multiple, 4);
+        let unset: String = mcu.lines().filter(|l| !l.starts_with("channel_multiple")).collect::<Vec<_>>().join("\n");
+        assert_eq!(DeviceProfile::parse(&unset, "old.toml").unwrap().channel_multiple, 8);
     }
 }

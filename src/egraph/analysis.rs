@@ -12,11 +12,10 @@ use egg::{DidMerge, EGraph, Id};
 use prost::Message;
 
 use super::language::{AttrsId, Onnx, WeightId};
-use super::quantize::QuantSettings;
 use crate::eval::calibrate::ActivationRange;
+use crate::eval::statistics::MeanActivation;
 use crate::ir::{tensor, AttributeList, DataType, Shape};
 use crate::onnx::proto::{AttributeProto, TensorProto};
-use crate::weights::bias_correction::MeanActivation;
 use crate::weights::{fold, fold::OpsetContext, Operand, WeightFn};
 
 /// Facts about one e-class.
@@ -30,14 +29,15 @@ pub struct ClassFacts {
     pub constant: Option<WeightId>,
     /// How many nodes (and graph outputs) read it in the input model.
     pub uses: usize,
-    /// The calibrated range of its values, when quantization measured one.
+    /// The calibrated range of its values, when calibration measured one.
     pub range: Option<ActivationRange>,
-    /// The measured relative L2 error of the model output when only this
-    /// value's layer is quantized (see [`super::sensitivity`]).
-    pub sensitivity: Option<f64>,
     /// Its elementwise mean on the calibration data (an index into
     /// [`Facts::means`]), when bias correction needs it.
     pub mean: Option<usize>,
+    /// For a layer's output: the second moment of the layer's input vectors
+    /// on the calibration data (an index into [`Facts::second_moments`]),
+    /// when data-aware factorization needs it.
+    pub second_moment: Option<usize>,
 }
 
 impl ClassFacts {
@@ -81,22 +81,13 @@ impl AttributeList for OpAttrs {
     }
 }
 
-/// A quantized alternative of a layer whose bias pare adjusted: corrected
-/// for the mean shift that rounding its weights causes (see
-/// [`crate::weights::bias_correction`]), and/or, an int32 bias that did not
-/// fit at the weight's natural scale, with some channels' weight scales
-/// widened.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AdjustedBias {
-    /// The class of the layer's (float) output.
+/// The layer a node added by a family stands in for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StandIn {
+    /// The class of the layer's output.
     pub layer: Id,
-    /// The layer's float operator.
+    /// The layer's operator (the node among the class's nodes whose name it takes).
     pub op: &'static str,
-    /// The bias weight the alternative reads (int32, or float for weight-only).
-    pub bias: WeightId,
-    pub corrected: bool,
-    /// The channels whose weight scale was widened.
-    pub widened: Vec<usize>,
 }
 
 /// A value the graph's nodes do not compute: a graph input or a sparse initializer.
@@ -116,18 +107,22 @@ pub struct Facts {
     pub context: OpsetContext,
     /// Merge weights with equal type, dims and bytes (the `clean` family).
     pub deduplicate_weights: bool,
-    /// How the `quant` family quantizes (`None`: it adds nothing).
-    pub quantization: Option<QuantSettings>,
-    /// Quantized alternatives whose bias was corrected or needed a wider
-    /// weight scale.
-    pub adjusted_biases: Vec<AdjustedBias>,
+    /// The settings of each enabled compression family, by its name (its
+    /// appliers read them; a family with none adds nothing).
+    pub settings: std::collections::BTreeMap<&'static str, super::family::Settings>,
+    /// Every alternative the compression families offered.
+    pub alternatives: super::alternatives::Alternatives,
     /// Calibration means of values, as [`ClassFacts::mean`] indexes them.
     pub means: Vec<std::sync::Arc<MeanActivation>>,
-    /// The class of each integer operator node the `quant` family added →
-    /// the class of the float layer it is an alternative of (export names
-    /// the integer node after that layer's node). Ids as added: look them
-    /// up through `find`.
-    pub integer_layers: std::collections::BTreeMap<Id, Id>,
+    /// Second moments of layer inputs, as [`ClassFacts::second_moment`] indexes them.
+    pub second_moments: Vec<std::sync::Arc<crate::eval::statistics::SecondMoment>>,
+    /// The class of each node a family added in place of a layer's node →
+    /// that layer's class and the operator it had (export names the new
+    /// node after it). Ids as added: look them up through `find`.
+    pub stand_ins: std::collections::BTreeMap<Id, StandIn>,
+    /// Classes a family marked for itself, by family (ids as added): the
+    /// factors a family added, which it must not take for layers again.
+    pub marks: std::collections::BTreeMap<&'static str, Vec<Id>>,
     /// The default-domain opset rewrites may raise the model to, for
     /// operators newer than its own (`None`: its own opset).
     pub target_opset: Option<i64>,
@@ -194,6 +189,11 @@ impl Facts {
 
     pub fn weight(&self, id: WeightId) -> &TensorProto {
         &self.weights[id as usize].tensor
+    }
+
+    /// The settings of the enabled family `family`, when they are of type `T`.
+    pub fn settings_of<T: 'static>(&self, family: &str) -> Option<&T> {
+        self.settings.get(family)?.0.downcast_ref::<T>()
     }
 }
 
@@ -334,8 +334,8 @@ impl egg::Analysis<Onnx> for Facts {
         }
         changed = changed | fill(&mut a.constant, b.constant);
         changed = changed | fill(&mut a.range, b.range);
-        changed = changed | fill(&mut a.sensitivity, b.sensitivity);
-        changed | fill(&mut a.mean, b.mean)
+        changed = changed | fill(&mut a.mean, b.mean);
+        changed | fill(&mut a.second_moment, b.second_moment)
     }
 }
 

@@ -7,8 +7,8 @@ use crate::ir::AttributeList;
 use egg::{Id, Subst, Symbol, Var};
 
 use super::analysis::{attrs_of, constant_of, is_absent, Graph, OpAttrs};
+use super::family::Family;
 use super::language::{split_op, Onnx};
-use super::quantize;
 use crate::ir::{attribute, tensor};
 use crate::onnx::proto::TensorProto;
 use crate::weights::fold;
@@ -69,52 +69,23 @@ const APPLIERS: &[NamedApplier] = &[
         about: "(MaxPool (Pad ?x ?pads ?value ?axes ?pa) ?ca): -inf padding moved into the pool",
         apply: fuse_pad_max_pool,
     },
-    NamedApplier {
-        name: "quantize_conv",
-        about: "(Conv ?x ?w ?b ?a): QLinearConv on the calibrated input and output ranges, per-channel int8 weights, int32 bias (or int8 weights only)",
-        apply: quantize::quantize_conv,
-    },
-    NamedApplier {
-        name: "quantize_matmul",
-        about: "(MatMul ?x ?w ?a) with a constant 2-D ?w: QLinearMatMul, per-column int8 weights (or int8 weights only)",
-        apply: quantize::quantize_matmul,
-    },
-    NamedApplier {
-        name: "quantize_gemm",
-        about: "(Gemm ?x ?w ?c ?a) with constant ?w, transA 0, alpha 1: com.microsoft QGemm with int32 bias (or int8 weights only)",
-        apply: quantize::quantize_gemm,
-    },
-    NamedApplier {
-        name: "quantize_add",
-        about: "(Add ?x ?y ?a) of two calibrated activations: com.microsoft QLinearAdd",
-        apply: quantize::quantize_add,
-    },
-    NamedApplier {
-        name: "requantize",
-        about: "(QuantizeLinear (DequantizeLinear ?q ?s1 ?z1 ?a1) ?s ?z ?a): ?q when the parameters agree, else ?q's integer node with output parameters ?s ?z",
-        apply: quantize::requantize,
-    },
-    NamedApplier {
-        name: "commute_quantize",
-        about: "(QuantizeLinear ?y ?s ?z ?a) of MaxPool, Reshape, Transpose, Flatten, (Un)Squeeze, Slice, Gather, Concat, nearest Resize, ...: the operator on quantized inputs; ?y may be read as its result dequantized",
-        apply: quantize::commute_quantize,
-    },
 ];
 
-pub fn lookup(name: &str) -> Option<NamedApplier> {
-    all().find(|a| a.name == name).copied()
+pub fn lookup(name: &str, families: &[&'static dyn Family]) -> Option<NamedApplier> {
+    all(families).find(|a| a.name == name).copied()
 }
 
-pub fn names() -> Vec<&'static str> {
-    all().map(|a| a.name).collect()
+pub fn names(families: &[&'static dyn Family]) -> Vec<&'static str> {
+    all(families).map(|a| a.name).collect()
 }
 
-/// Every applier: these, then the activation fusions' ([`super::activations::APPLIERS`]).
-pub fn all() -> impl Iterator<Item = &'static NamedApplier> {
-    APPLIERS.iter().chain(super::activations::APPLIERS)
+/// Every applier: these, the activation fusions' ([`super::activations::APPLIERS`]),
+/// then those of the given compression families.
+pub fn all<'a>(families: &'a [&'static dyn Family]) -> impl Iterator<Item = &'static NamedApplier> + 'a {
+    APPLIERS.iter().chain(super::activations::APPLIERS).chain(families.iter().flat_map(|f| f.appliers()))
 }
 
-pub(super) fn var(subst: &Subst, name: &str) -> Option<Id> {
+pub fn var(subst: &Subst, name: &str) -> Option<Id> {
     let var: Var = name.parse().ok()?;
     subst.get(var).copied()
 }

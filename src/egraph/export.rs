@@ -29,8 +29,8 @@ pub struct Origins<'a> {
     /// Origins by (operator, first input, attributes): a rewritten node
     /// (a Conv with folded weights) takes the name of the node it replaces.
     similar_origins: HashMap<(Onnx, Id, Id), &'a NodeOrigin>,
-    /// Integer operator class → the class of the float layer it replaces.
-    integer_layers: HashMap<Id, Id>,
+    /// The class of a node a family added → the layer it stands in for.
+    stand_ins: HashMap<Id, super::analysis::StandIn>,
 }
 
 impl<'a> Origins<'a> {
@@ -46,18 +46,18 @@ impl<'a> Origins<'a> {
             }
             origins.entry(node).or_insert(origin);
         }
-        let mut integer_layers = HashMap::new();
-        for (&integer, &layer) in &egraph.analysis.integer_layers {
-            integer_layers.entry(find(integer)).or_insert(find(layer));
+        let mut stand_ins = HashMap::new();
+        for (&node, stand_in) in &egraph.analysis.stand_ins {
+            stand_ins.entry(find(node)).or_insert(*stand_in);
         }
-        Origins { egraph, origins, similar_origins, integer_layers }
+        Origins { egraph, origins, similar_origins, stand_ins }
     }
 
     /// The node an e-node of `class` came from, or took the place of: a
     /// rewritten node that of its original, an integer layer that of the
     /// float layer it replaces.
     pub fn of_node(&self, class: Id, node: &Onnx) -> Option<&'a NodeOrigin> {
-        self.direct(node).or_else(|| self.of_integer_layer(class, node))
+        self.direct(node).or_else(|| node.as_op().and_then(|_| self.of_stand_in(class)))
     }
 
     /// The input model's node that computed the value of `class` (any of its
@@ -70,9 +70,9 @@ impl<'a> Origins<'a> {
         self.origins.get(node).or_else(|| self.similar_origins.get(&similarity_key(node)?)).copied()
     }
 
-    fn of_integer_layer(&self, class: Id, node: &Onnx) -> Option<&'a NodeOrigin> {
-        let layer = self.integer_layers.get(&self.egraph.find(class))?;
-        self.of_layer(*layer, super::quantize::float_operator(node.as_op()?.0.as_str())?)
+    fn of_stand_in(&self, class: Id) -> Option<&'a NodeOrigin> {
+        let stand_in = self.stand_ins.get(&self.egraph.find(class))?;
+        self.of_layer(stand_in.layer, stand_in.op)
     }
 
     /// The node that the float operator `op` among the alternatives of the

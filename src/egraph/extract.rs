@@ -123,30 +123,13 @@ impl NodeCosts {
     }
 }
 
-/// Operators whose latency is measured when a latency table is given: the
-/// layers quantization chooses between, the conversions around them, and
-/// MaxPool, whose integer form ONNX Runtime runs slowly outside integer
-/// chains.
-pub const MEASURED_OPERATORS: &[&str] = &[
-    "Conv",
-    "QLinearConv",
-    "MatMul",
-    "QLinearMatMul",
-    "Gemm",
-    "com.microsoft::QGemm",
-    "Add",
-    "com.microsoft::QLinearAdd",
-    "QuantizeLinear",
-    "DequantizeLinear",
-    "MaxPool",
-];
-
 /// Which e-nodes are priced by latencies measured in ONNX Runtime, and the
 /// table that has them.
 pub struct Measured<'a> {
     pub table: &'a mut LatencyTable,
-    /// Time the quantization family's operators ([`MEASURED_OPERATORS`]) everywhere.
-    pub quantization: bool,
+    /// Operators timed everywhere: those of the compression families whose
+    /// costs are measured ([`super::family::Family::measured_operators`]).
+    pub operators: std::collections::HashSet<&'static str>,
     /// Classes whose every operator node is timed: the alternatives of
     /// `measured()` rules (canonical ids).
     pub classes: std::collections::HashSet<Id>,
@@ -172,7 +155,7 @@ impl Measured<'_> {
     /// only where it is faster beyond the measured noise.
     fn latency(&mut self, egraph: &Graph, class: Id, node: &Onnx) -> Option<f64> {
         let Onnx::Op(op, children) = node else { return None };
-        let quantized_operator = self.quantization && MEASURED_OPERATORS.contains(&op.as_str());
+        let quantized_operator = self.operators.contains(op.as_str());
         if !quantized_operator && !self.classes.contains(&egraph.find(class)) {
             return None;
         }
@@ -219,6 +202,10 @@ impl Measured<'_> {
 /// Cost of a rewritten node ONNX Runtime could not run alone.
 const UNRUNNABLE_COST: f64 = 1e6;
 
+/// Cost of an alternative of a layer the user excluded: above any forced or
+/// pinned preference, so it is never chosen while the layer has another form.
+const EXCLUDED_COST: f64 = 1e12;
+
 /// Cost added to the other alternatives of a class holding a preferred one.
 const DISPREFERRED_COST: f64 = 1e6;
 
@@ -244,7 +231,10 @@ impl NodeCosts {
 fn node_cost(egraph: &Graph, class: Id, node: &Onnx, profile: &DeviceProfile, objective: Objective) -> (f64, f64) {
     let facts = &egraph[class].data;
     match node {
-        Onnx::Approx(bits, _) => (0.0, Onnx::approx_error(*bits)),
+        Onnx::Approx(approximation, _) if egraph.analysis.alternatives.is_excluded(*approximation) => {
+            (EXCLUDED_COST, 0.0)
+        }
+        Onnx::Approx(approximation, _) => (0.0, egraph.analysis.alternatives.error(*approximation)),
         Onnx::Weight(_) | Onnx::Weights(..) => match objective {
             Objective::Size => (bytes(facts) as f64, 0.0),
             _ => (0.0, 0.0),
@@ -525,6 +515,7 @@ fn refine(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::egraph::alternatives::Approximation;
 
     fn op(egraph: &mut Graph, name: &str, children: &[Id]) -> Id {
         egraph.add(Onnx::Op(name.into(), children.into()))
@@ -534,7 +525,7 @@ mod tests {
     /// alternative `inner` of `error`.
     fn layer(egraph: &mut Graph, name: &str, x: Id, error: f64, inner: Id) -> Id {
         let float = op(egraph, name, &[x]);
-        let approximate = egraph.add(Onnx::Approx(error.to_bits(), [inner]));
+        let approximate = egraph.add(Onnx::Approx(Approximation::Literal(error.to_bits()), [inner]));
         egraph.union(float, approximate);
         float
     }
@@ -558,7 +549,7 @@ mod tests {
         let root = egraph.add(Onnx::Root([p, s, t].into()));
         egraph.rebuild();
         let costs = NodeCosts::from_fn(&egraph, |_, node| match node {
-            Onnx::Approx(bits, _) => (0.0, Onnx::approx_error(*bits)),
+            Onnx::Approx(approximation, _) => (0.0, egraph.analysis.alternatives.error(*approximation)),
             Onnx::Op(name, _) => match name.as_str() {
                 "P" | "S" | "T" => (10.0, 0.0),
                 "PQ" | "SQ" => (5.0, 0.0),

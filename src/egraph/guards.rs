@@ -7,6 +7,7 @@ use crate::ir::AttributeList;
 use egg::Id;
 
 use super::analysis::{attrs_of, constant_of, is_absent, Graph};
+use super::family::Family;
 use crate::ir::{tensor, DataType};
 
 /// A named condition.
@@ -71,25 +72,24 @@ const GUARDS: &[Guard] = &[
     Guard { name: "channel_constant", about: "(c W): c is a constant that varies only along the Conv output-channel axis", arity: Some(2), check: Check::Classes(channel_constant) },
     Guard { name: "batchnorm_channel_constant", about: "(c X scale bias mean var bn_attrs): inference BN over X with constant parameters, and c a constant of their type that varies only along X's channel axis 1", arity: Some(7), check: Check::Classes(batchnorm_channel_constant) },
     Guard { name: "unshared", about: "(X W): the layer reading X with weight W has one reader, so fusing into it duplicates nothing", arity: Some(2), check: Check::Classes(unshared) },
-    Guard { name: "zero_point_is_lowest", about: "a quantization zero point is its type's lowest level (nothing below zero survives)", arity: Some(1), check: Check::Classes(|g, _, a| super::quantize::zero_point_is_lowest(g, a[0])) },
-    Guard { name: "clip_within_quantized_range", about: "(lo hi scale zero_point): clipping to [lo, hi] changes nothing once quantized", arity: Some(4), check: Check::Classes(|g, _, a| super::quantize::clip_within_quantized_range(g, a[0], a[1], a[2], a[3])) },
     Guard { name: "unshared_intermediates", about: "(no arguments) every value the left side matches below its root is read by one node of the input model, so the rewrite computes nothing twice (checked by the rule engine)", arity: Some(0), check: Check::Classes(|_, _, _| true) },
     Guard { name: "measured", about: "(no arguments) the alternative is priced by latencies measured in ONNX Runtime where measured costs are on: every operator in the classes the rule matched is timed alone (checked by the rule engine)", arity: Some(0), check: Check::Classes(|_, _, _| true) },
     Guard { name: "gemm_operands", about: "(A B C): A and B are matrices and C broadcasts one way onto A·B", arity: Some(3), check: Check::Classes(gemm_operands) },
 ];
 
-pub fn lookup(name: &str) -> Option<Guard> {
-    all().find(|g| g.name == name).copied()
+pub fn lookup(name: &str, families: &[&'static dyn Family]) -> Option<Guard> {
+    all(families).find(|g| g.name == name).copied()
 }
 
-pub fn names() -> Vec<&'static str> {
-    all().map(|g| g.name).collect()
+pub fn names(families: &[&'static dyn Family]) -> Vec<&'static str> {
+    all(families).map(|g| g.name).collect()
 }
 
-/// Every guard with its description (for `pare passes`): these, then the
-/// activation fusions' ([`super::activations::GUARDS`]).
-pub fn all() -> impl Iterator<Item = &'static Guard> {
-    GUARDS.iter().chain(super::activations::GUARDS)
+/// Every guard with its description (for `pare passes`): these, the
+/// activation fusions' ([`super::activations::GUARDS`]), then the
+/// given compression families'.
+pub fn all<'a>(families: &'a [&'static dyn Family]) -> impl Iterator<Item = &'static Guard> + 'a {
+    GUARDS.iter().chain(super::activations::GUARDS).chain(families.iter().flat_map(|f| f.guards()))
 }
 
 fn all_constant(egraph: &Graph, _root: Id, args: &[Id]) -> bool {

@@ -9,12 +9,13 @@
 //! other domains as `com.microsoft::FusedConv`), a weight computation its
 //! snake_case name (`bn_weight`), `absent` an omitted optional input,
 //! `noattrs` an empty attribute set, `(~0.05 ?e)` an approximation with error
-//! 0.05, `(#1 ?n)` output 1 of a multi-output node.
+//! 0.05 (a family's alternatives point into the alternatives table instead), `(#1 ?n)` output 1 of a multi-output node.
 
 use std::fmt;
 
 use egg::{Id, Language, Symbol};
 
+pub use super::alternatives::Approximation;
 use crate::weights::WeightFn;
 
 /// Index into the analysis' weight table.
@@ -38,9 +39,10 @@ pub enum Onnx {
     /// A weight-only computation (folded batch norm, scaled weights, ...),
     /// evaluated by `src/weights` into an initializer at export.
     Weights(WeightFn, Box<[Id]>),
-    /// An approximate alternative of the class it sits in; carries the error
-    /// estimate (f64 bits) that extraction pays for choosing it.
-    Approx(u64, [Id; 1]),
+    /// An approximate alternative of the class it sits in: which entry of
+    /// the alternatives table it is (its family, error and details), or the
+    /// error a rule wrote (see [`Approximation`]).
+    Approx(Approximation, [Id; 1]),
     /// Joins everything the graph must compute (its outputs).
     Root(Box<[Id]>),
     /// A value fed from outside the graph's nodes: a graph input or a sparse initializer.
@@ -72,11 +74,6 @@ pub fn split_op(op: Symbol) -> (&'static str, &'static str) {
 }
 
 impl Onnx {
-    /// The error an `Approx` node carries.
-    pub fn approx_error(bits: u64) -> f64 {
-        f64::from_bits(bits)
-    }
-
     /// For an operator node: its operator and children.
     pub fn as_op(&self) -> Option<(Symbol, &[Id])> {
         match self {
@@ -92,7 +89,7 @@ pub enum Discriminant {
     Tuple(Symbol, usize),
     Output(u32),
     Weights(WeightFn, usize),
-    Approx(u64),
+    Approx(Approximation),
     Root(usize),
     Input(InputId),
     Weight(WeightId),
@@ -146,7 +143,8 @@ impl fmt::Display for Onnx {
             Onnx::Tuple(op, _) => write!(f, "tuple:{op}"),
             Onnx::Output(k, _) => write!(f, "#{k}"),
             Onnx::Weights(function, _) => write!(f, "{}", function.name()),
-            Onnx::Approx(bits, _) => write!(f, "~{}", f64::from_bits(*bits)),
+            Onnx::Approx(Approximation::Literal(bits), _) => write!(f, "~{}", f64::from_bits(*bits)),
+            Onnx::Approx(Approximation::Alternative(id), _) => write!(f, "alternative:{id}"),
             Onnx::Root(_) => write!(f, "root"),
             Onnx::Input(i) => write!(f, "input:{i}"),
             Onnx::Weight(w) => write!(f, "weight:{w}"),
@@ -182,7 +180,7 @@ impl egg::FromOp for Onnx {
                 if !(error.is_finite() && error >= 0.0) {
                     return Err(unknown());
                 }
-                Ok(Onnx::Approx(error.to_bits(), single(&children)?))
+                Ok(Onnx::Approx(Approximation::Literal(error.to_bits()), single(&children)?))
             }
             _ if first == '#' => Ok(Onnx::Output(op[1..].parse().map_err(|_| unknown())?, single(&children)?)),
             _ if first.is_ascii_uppercase() || op.contains("::") => Ok(Onnx::Op(Symbol::from(op), children.into())),

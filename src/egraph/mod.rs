@@ -10,14 +10,16 @@
 //! time limit is a safety net far above them).
 
 pub mod activations;
+pub mod alternatives;
 pub mod analysis;
 pub mod appliers;
 pub mod build;
 pub mod export;
 pub mod extract;
+pub mod family;
 pub mod guards;
 pub mod language;
-pub mod quantize;
+pub mod nodes;
 pub mod rules;
 pub mod sensitivity;
 #[cfg(test)]
@@ -32,7 +34,7 @@ use serde::Serialize;
 use crate::cost::{DeviceProfile, Objective};
 use crate::ir::Model;
 pub use extract::{Choice, ExtractError};
-pub use rules::{RuleError, RuleSpec, FAMILIES};
+pub use rules::{RuleError, RuleSpec};
 
 /// Why the engine could not optimize a model.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +70,7 @@ impl Default for Limits {
 /// What to optimize and how.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Shipped families to run (names from [`FAMILIES`]).
+    /// Shipped families to run (names from [`rules::families`]).
     pub families: Vec<String>,
     /// User rule files: (file name, text); always run.
     pub user_rules: Vec<(String, String)>,
@@ -80,11 +82,19 @@ pub struct Options {
     /// The default-domain opset rewrites may raise the model to for an
     /// operator newer than its own (`--target-opset`; `None`: its own opset).
     pub target_opset: Option<i64>,
-    /// What the `quant` family needs: settings and calibrated ranges.
-    pub quantization: Option<Quantization>,
+    /// The compression families enabled, and what they share.
+    pub compression: Option<Compression>,
     /// Price the alternatives of `measured()` rules (the fused activations)
     /// by latencies measured in ONNX Runtime (`None`: the device profile).
     pub measured: Option<MeasuredCosts>,
+}
+
+impl Options {
+    /// The enabled compression families (their rules run when
+    /// [`families`](Self::families) names them).
+    pub fn enabled_families(&self) -> Vec<&'static dyn family::Family> {
+        self.compression.iter().flat_map(|c| &c.enabled).map(|e| e.family).collect()
+    }
 }
 
 /// Where measured operator latencies are kept, and the input shapes they
@@ -116,41 +126,65 @@ fn timing_dims(model: &Model, built: &build::Built, shapes: &[(String, Vec<i64>)
         .collect()
 }
 
-/// Quantization settings, the calibrated ranges of the model's values (by
-/// name), and whether every layer that can be quantized must be.
+/// The compression families enabled for a run, and what they share:
+/// calibration statistics, probe samples, measured errors and costs.
 #[derive(Clone, Debug)]
-pub struct Quantization {
-    pub settings: quantize::QuantSettings,
+pub struct Compression {
+    /// The families, in registry order.
+    pub enabled: Vec<family::Enabled>,
+    /// The calibrated range of each value (by name).
     pub ranges: std::collections::BTreeMap<String, crate::eval::calibrate::ActivationRange>,
-    /// Calibration means of the values bias correction reads (by name;
-    /// empty without it).
-    pub means: std::collections::BTreeMap<String, std::sync::Arc<crate::weights::bias_correction::MeanActivation>>,
-    pub force: bool,
-    /// Measure the latency of each layer's float and integer forms in ONNX
-    /// Runtime (else the device profile's roofline decides).
+    /// Calibration means of the values families read them for (by name).
+    pub means: std::collections::BTreeMap<String, std::sync::Arc<crate::eval::statistics::MeanActivation>>,
+    /// The second moment of each layer's input vectors, by the layer's output
+    /// value name (data-aware factorization).
+    pub second_moments: std::collections::BTreeMap<String, std::sync::Arc<crate::eval::statistics::SecondMoment>>,
+    /// Where the statistics came from, for the report (`None`: not calibrated).
+    pub calibration: Option<crate::eval::statistics::CalibrationSummary>,
+    /// Measure the latency of each layer's float and compressed forms in ONNX
+    /// Runtime (else the device profile's roofline decides), and time whole
+    /// candidates side by side.
     pub measure: bool,
-    /// A few calibration samples, kept to measure each layer's sensitivity
-    /// and to probe the quantized model's integer kernels.
+    /// A few calibration samples, kept to measure each alternative's effect
+    /// on the output and to probe the written model.
     pub probe: Vec<Vec<crate::eval::NamedTensor>>,
-    /// Check on `probe` that ONNX Runtime's integer kernels agree with its
-    /// reference semantics; layers whose int8 kernels saturate store uint8
-    /// weights (see [`crate::kernel_check`]).
-    pub check_saturation: bool,
-    /// Measured sensitivity of the output to each layer quantized alone, by
+    /// The output error measured with each layer's alternative alone, by
     /// the layer's output value name (filled by [`sensitivity::measure`]
-    /// when `--budget` is finite; else the rounding-error proxy is used).
-    pub sensitivity: std::collections::BTreeMap<String, f64>,
-    /// Where `ranges` came from, for the report (`None`: not calibrated).
-    pub calibration: Option<crate::quantization_report::CalibrationSummary>,
+    /// when `--budget` is finite; else the families' estimates stand).
+    pub measured_errors: std::collections::BTreeMap<String, f64>,
     /// The input shapes latencies are measured at where the model leaves
     /// dims open (the median calibration sample's, or `--input-shape`).
     pub representative: Vec<(String, Vec<i64>)>,
     /// Where measured latencies are looked up and kept.
     pub cost_cache: crate::cost::cache::SharedCostCache,
-    /// Quantize exactly the layers with these value names, as a choice made
+    /// Layers every family leaves alone (`--exclude`).
+    pub exclude: Vec<alternatives::Exclusion>,
+    /// Compress exactly the layers with these value names, as a choice made
     /// on the model at its representative shape did (the costs of a model
     /// whose dims are open cannot be measured).
     pub pinned: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Compression {
+    /// Whether some family is forced (`--quantize all`).
+    pub fn forced(&self) -> bool {
+        self.enabled.iter().any(|e| e.forced)
+    }
+
+    /// The enabled family called `name`.
+    pub fn family(&self, name: &str) -> Option<&family::Enabled> {
+        self.enabled.iter().find(|e| e.family.name() == name)
+    }
+
+    /// Whether `node` is an alternative some enabled family offers.
+    pub fn offers(&self, egraph: &analysis::Graph, node: &language::Onnx) -> bool {
+        self.enabled.iter().any(|e| e.family.offers(egraph, node))
+    }
+
+    /// Whether `node` gives a layer some enabled family's form.
+    pub fn is_layer_alternative(&self, egraph: &analysis::Graph, node: &language::Onnx) -> bool {
+        self.enabled.iter().any(|e| e.family.is_layer_alternative(egraph, node))
+    }
 }
 
 /// Where one rule fired.
@@ -195,10 +229,10 @@ pub struct EngineReport {
     pub measured_configurations: usize,
     /// Every operator latency extraction looked up, measured or cached.
     pub operator_timings: Vec<crate::cost::measure::OperatorTiming>,
-    /// The input's value names of the layers that took a quantized form
-    /// (as [`Quantization::pinned`] takes them).
+    /// The input's value names of the layers that took a compressed form
+    /// (as [`Compression::pinned`] takes them).
     #[serde(skip)]
-    pub quantized_layers: std::collections::BTreeSet<String>,
+    pub compressed_layers: std::collections::BTreeSet<String>,
     /// The input shapes the latencies were measured at, `name=dims`, when
     /// the model's inputs leave dims open.
     pub timing_shapes: Vec<String>,
@@ -210,19 +244,47 @@ pub struct EngineReport {
     /// With a finite `--budget`: each layer's measured effect on the output
     /// when quantized alone (the error extraction charged it).
     pub layer_sensitivity: Vec<sensitivity::LayerSensitivity>,
-    /// With `--quantize`: what was quantized and how.
-    pub quantization: Option<crate::quantization_report::QuantizationReport>,
+    /// Each compression family's section (`quantization`, ...).
+    #[serde(flatten)]
+    pub sections: Sections,
     /// When a fused operator needed a newer opset than the model's.
     pub opset_raised: Option<OpsetRaised>,
     /// What the run could not do as asked (measured costs, a raised opset).
     pub warnings: Vec<String>,
 }
 
+/// The compression families' report sections, keyed in JSON by each one's key.
+#[derive(Clone, Debug, Default)]
+pub struct Sections(pub Vec<Box<dyn family::Section>>);
+
+impl Sections {
+    /// The section with this key.
+    pub fn get(&self, key: &str) -> Option<&dyn family::Section> {
+        self.0.iter().find(|s| s.key() == key).map(|s| s.as_ref())
+    }
+
+    /// The section with this key, to change.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Box<dyn family::Section>> {
+        self.0.iter_mut().find(|s| s.key() == key)
+    }
+}
+
+impl Serialize for Sections {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for section in &self.0 {
+            map.serialize_entry(section.key(), &section.to_json())?;
+        }
+        map.end()
+    }
+}
+
 /// What extraction's costs are measured for, and the table of measured latencies.
 struct Pricing<'a> {
     table: Option<crate::cost::measure::LatencyTable>,
-    /// The quantization family's operators (`--quantize auto`).
-    quantization_measured: bool,
+    /// The compression families' operators (`--quantize auto`).
+    compression_measured: bool,
     /// The alternatives of `measured()` rules, and where to keep their timings.
     rewrites_measured: Option<&'a MeasuredCosts>,
     /// Why measured costs were asked for the rewrites and the profile priced them.
@@ -235,21 +297,21 @@ struct Pricing<'a> {
 /// with a warning).
 fn pricing<'a>(model: &Model, options: &'a Options, any_measured_class: bool) -> Result<Pricing<'a>, EgraphError> {
     let latency = options.objective == Objective::Latency;
-    let quantization_measured = latency && options.quantization.as_ref().is_some_and(|q| q.measure && !q.force);
-    let forced = options.quantization.as_ref().is_some_and(|q| q.force);
+    let compression_measured = latency && options.compression.as_ref().is_some_and(|c| c.measure && !c.forced());
+    let forced = options.compression.as_ref().is_some_and(|c| c.forced());
     let rewrites_measured = options.measured.as_ref().filter(|_| latency && any_measured_class && !forced);
-    let cache = match (&options.quantization, rewrites_measured) {
-        (Some(q), _) if quantization_measured => q.cost_cache.clone(),
+    let cache = match (&options.compression, rewrites_measured) {
+        (Some(c), _) if compression_measured => c.cost_cache.clone(),
         (_, Some(measured)) => measured.cost_cache.clone(),
-        _ => return Ok(Pricing { table: None, quantization_measured, rewrites_measured, warning: None }),
+        _ => return Ok(Pricing { table: None, compression_measured, rewrites_measured, warning: None }),
     };
-    let opset = model.opset("").unwrap_or(crate::pipeline::QUANT_OPSET);
+    let opset = model.opset("").unwrap_or(UNKNOWN_OPSET);
     match crate::cost::measure::LatencyTable::new(opset, cache) {
-        Ok(table) => Ok(Pricing { table: Some(table), quantization_measured, rewrites_measured, warning: None }),
-        Err(e) if quantization_measured => Err(EgraphError::Measure(e.to_string())),
+        Ok(table) => Ok(Pricing { table: Some(table), compression_measured, rewrites_measured, warning: None }),
+        Err(e) if compression_measured => Err(EgraphError::Measure(e.to_string())),
         Err(e) => Ok(Pricing {
             table: None,
-            quantization_measured,
+            compression_measured,
             rewrites_measured,
             warning: Some(format!(
                 "ONNX Runtime could not time operators ({e}), so the device profile priced the fused alternatives"
@@ -257,6 +319,9 @@ fn pricing<'a>(model: &Model, options: &'a Options, any_measured_class: bool) ->
         }),
     }
 }
+
+/// The opset operators are timed at when a model imports no default domain.
+const UNKNOWN_OPSET: i64 = 13;
 
 /// The model's default-domain opset raised for operators rewrites wrote.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -327,10 +392,11 @@ fn family_source(family: &str) -> String {
     format!("passes/{family}.rules")
 }
 
-/// Every shipped rule, in catalogue order.
-pub fn catalogue() -> Result<Vec<RuleSpec>, RuleError> {
+/// Every rule of the exact families and of the given compression
+/// families, in catalogue order.
+pub fn catalogue(compression: &[&'static dyn family::Family]) -> Result<Vec<RuleSpec>, RuleError> {
     let mut all = Vec::new();
-    for (family, text) in FAMILIES {
+    for (family, text) in rules::families(compression) {
         all.extend(rules::parse(family, &family_source(family), text)?);
     }
     Ok(all)
@@ -350,7 +416,8 @@ pub(crate) struct Saturated {
 /// set on the classes of the values they name) and runs the chosen rules.
 pub(crate) fn saturate(model: &Model, options: &Options) -> Result<Saturated, EgraphError> {
     let log = rules::FiringLog::default();
-    let mut specs: Vec<(RuleSpec, String)> = catalogue()?
+    let compression = options.enabled_families();
+    let mut specs: Vec<(RuleSpec, String)> = catalogue(&compression)?
         .into_iter()
         .filter(|spec| options.families.contains(&spec.family))
         .map(|spec| {
@@ -363,7 +430,7 @@ pub(crate) fn saturate(model: &Model, options: &Options) -> Result<Saturated, Eg
     }
     let mut rewrites = Vec::new();
     for (spec, source) in &specs {
-        if let Some(rewrite) = rules::compile(spec, source, &log)? {
+        if let Some(rewrite) = rules::compile(spec, source, &log, &compression)? {
             rewrites.push(rewrite);
         }
     }
@@ -376,15 +443,18 @@ pub(crate) fn saturate(model: &Model, options: &Options) -> Result<Saturated, Eg
     let started = Instant::now();
     let build::Built { mut egraph, root, origins, value_names, outputs } = built;
     egraph.analysis.target_opset = options.target_opset;
-    if let Some(quantization) = &options.quantization {
-        egraph.analysis.quantization = Some(quantization.settings.clone());
+    if let Some(compression) = &options.compression {
+        egraph.analysis.settings = compression.enabled.iter().map(|e| (e.family.name(), e.settings.clone())).collect();
         for (class, name) in &value_names {
             let facts = &mut egraph[*class].data;
-            facts.range = quantization.ranges.get(name).copied().or(facts.range);
-            facts.sensitivity = quantization.sensitivity.get(name).copied().or(facts.sensitivity);
-            if let Some(mean) = quantization.means.get(name) {
+            facts.range = compression.ranges.get(name).copied().or(facts.range);
+            if let Some(mean) = compression.means.get(name) {
                 egraph[*class].data.mean = Some(egraph.analysis.means.len());
                 egraph.analysis.means.push(mean.clone());
+            }
+            if let Some(moment) = compression.second_moments.get(name) {
+                egraph[*class].data.second_moment = Some(egraph.analysis.second_moments.len());
+                egraph.analysis.second_moments.push(moment.clone());
             }
         }
     }
@@ -404,61 +474,87 @@ pub(crate) fn saturate(model: &Model, options: &Options) -> Result<Saturated, Eg
     };
     let mut egraph = runner.egraph;
     egraph.rebuild();
-    let built = build::Built { egraph, root, origins, value_names, outputs };
+    if let Some(compression) = options.compression.as_ref().filter(|c| !c.measured_errors.is_empty()) {
+        set_measured_errors(&mut egraph, &value_names, &compression.measured_errors);
+    }
+    let mut built = build::Built { egraph, root, origins, value_names, outputs };
+    if let Some(compression) = options.compression.as_ref().filter(|c| !c.exclude.is_empty()) {
+        exclude_layers(&mut built, &compression.exclude);
+    }
     let saturate_seconds = started.elapsed().as_secs_f64();
     Ok(Saturated { built, saturation, specs, log, build_seconds, saturate_seconds })
 }
 
-/// The quantization section of the report, as far as the e-graph knows it
-/// (the pipeline adds the layer forms after lowering and the kernel check).
-fn quantization_report(
-    built: &build::Built,
-    choice: &extract::Choice,
-    class_names: &HashMap<egg::Id, String>,
-    options: &Options,
-) -> Option<crate::quantization_report::QuantizationReport> {
-    use crate::quantization_report::{QuantizationReport, WidenedBias};
-    let quantization = options
-        .quantization
-        .as_ref()
-        .filter(|_| options.families.iter().any(|f| f == crate::pipeline::QUANT_FAMILY))?;
-    let chosen_weights: std::collections::HashSet<language::WeightId> = choice
-        .chosen
-        .values()
-        .filter_map(|node| match node {
-            language::Onnx::Weight(w) => Some(*w),
-            _ => None,
-        })
-        .collect();
-    let chosen: Vec<_> =
-        built.egraph.analysis.adjusted_biases.iter().filter(|a| chosen_weights.contains(&a.bias)).collect();
-    let mut widened_bias: Vec<WidenedBias> = Vec::new();
-    let mut bias_corrected: Vec<String> = Vec::new();
-    if !chosen.is_empty() {
-        // The layers' names, as export gave them (looked up only when needed).
-        let origins = export::Origins::of(built);
-        for adjusted in chosen {
-            let class = built.egraph.find(adjusted.layer);
-            let layer = match origins.of_layer(class, adjusted.op) {
-                Some(origin) if !origin.name.is_empty() => origin.name.clone(),
-                _ => class_names.get(&class).cloned().unwrap_or_else(|| format!("e-class {class}")),
-            };
-            if !adjusted.widened.is_empty() && !widened_bias.iter().any(|w| w.layer == layer) {
-                widened_bias.push(WidenedBias { layer: layer.clone(), channels: adjusted.widened.clone() });
-            }
-            if adjusted.corrected && !bias_corrected.contains(&layer) {
-                bias_corrected.push(layer);
-            }
+/// Charges each alternative that replaces a layer whose output error was
+/// measured (by a value name of the layer) that error instead of its estimate.
+fn set_measured_errors(
+    egraph: &mut analysis::Graph,
+    value_names: &[(egg::Id, String)],
+    measured: &std::collections::BTreeMap<String, f64>,
+) {
+    let mut by_class: HashMap<egg::Id, f64> = HashMap::new();
+    for (class, name) in value_names {
+        if let Some(&error) = measured.get(name) {
+            by_class.entry(egraph.find(*class)).or_insert(error);
         }
     }
-    Some(QuantizationReport {
-        settings: quantization.settings.clone(),
-        calibration: quantization.calibration.clone(),
-        layers: Default::default(),
-        kernel_check: None,
-        widened_bias,
-        bias_corrected,
-    })
+    let errors: Vec<Option<f64>> = egraph
+        .analysis
+        .alternatives
+        .iter()
+        .map(|(_, record)| record.replaces.iter().find_map(|&class| by_class.get(&egraph.find(class)).copied()))
+        .collect();
+    let mut errors = errors.into_iter();
+    egraph.analysis.alternatives.set_measured_errors(|_| errors.next().flatten());
+}
+
+/// Marks the alternatives that replace a layer `exclude` names: by the name
+/// export gives its node (a rewritten node keeps its original's) or its
+/// operator type, or by its output value's name.
+fn exclude_layers(built: &mut build::Built, exclude: &[alternatives::Exclusion]) {
+    use alternatives::Exclusion;
+    let marks: Vec<bool> = {
+        let egraph = &built.egraph;
+        let origins = export::Origins::of(built);
+        let mut names: HashMap<egg::Id, Vec<&str>> = HashMap::new();
+        for (class, name) in &built.value_names {
+            names.entry(egraph.find(*class)).or_default().push(name);
+        }
+        let excluded = |class: egg::Id| {
+            let class = egraph.find(class);
+            let value_named = |name: &str| names.get(&class).is_some_and(|n| n.contains(&name));
+            egraph[class].nodes.iter().any(|node| {
+                let Some((op, _)) = node.as_op() else { return false };
+                let Some(origin) = origins.of_node(class, node) else { return false };
+                exclude.iter().any(|e| match e {
+                    Exclusion::Name(name) => origin.name == *name || value_named(name),
+                    Exclusion::Op(op_type) => op.as_str() == op_type,
+                })
+            })
+        };
+        egraph.analysis.alternatives.iter().map(|(_, record)| record.replaces.iter().any(|&c| excluded(c))).collect()
+    };
+    let mut marks = marks.into_iter();
+    built.egraph.analysis.alternatives.exclude(|_| marks.next().unwrap_or(false));
+}
+
+/// The enabled compression families' report sections for an extraction.
+fn family_sections(
+    built: &build::Built,
+    choice: &Choice,
+    class_names: &HashMap<egg::Id, String>,
+    options: &Options,
+) -> Sections {
+    let Some(compression) = &options.compression else { return Sections::default() };
+    let extracted = family::Extracted { built, choice, class_names, calibration: compression.calibration.as_ref() };
+    Sections(
+        compression
+            .enabled
+            .iter()
+            .filter(|e| options.families.iter().any(|f| f == e.family.name()))
+            .filter_map(|e| e.family.report(e, &extracted))
+            .collect(),
+    )
 }
 
 /// Each named e-class by the first of its input model's value names.
@@ -470,13 +566,16 @@ fn class_names_of(built: &build::Built) -> HashMap<egg::Id, String> {
     class_names
 }
 
-/// The named classes whose chosen node is a quantized form (rounding alone
-/// aside): what [`Quantization::pinned`] takes to repeat a choice.
-fn quantized_classes(built: &build::Built, choice: &Choice) -> std::collections::BTreeSet<String> {
+/// The named classes whose chosen node is a compressed form (rounding alone
+/// aside): what [`Compression::pinned`] takes to repeat a choice.
+fn compressed_classes(built: &build::Built, choice: &Choice, options: &Options) -> std::collections::BTreeSet<String> {
+    let Some(compression) = &options.compression else { return Default::default() };
     let egraph = &built.egraph;
     class_names_of(built)
         .into_iter()
-        .filter(|(class, _)| choice.chosen.get(class).is_some_and(|node| quantize::is_layer_alternative(egraph, node)))
+        .filter(|(class, _)| {
+            choice.chosen.get(class).is_some_and(|node| compression.is_layer_alternative(egraph, node))
+        })
         .map(|(_, name)| name)
         .collect()
 }
@@ -486,14 +585,20 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
     let Saturated { built, saturation, specs, log, build_seconds, saturate_seconds } = saturate(model, options)?;
 
     let started = Instant::now();
-    let force = options.quantization.as_ref().is_some_and(|q| q.force);
+    let force = options.compression.as_ref().is_some_and(|c| c.forced());
     let measured_classes: HashSet<egg::Id> =
         built.egraph.analysis.measured_classes.iter().map(|&class| built.egraph.find(class)).collect();
-    let Pricing { mut table, quantization_measured, rewrites_measured, warning: cost_model_warning } =
+    let Pricing { mut table, compression_measured, rewrites_measured, warning: cost_model_warning } =
         pricing(model, options, !measured_classes.is_empty())?;
+    let operators: HashSet<&'static str> = match (&options.compression, compression_measured) {
+        (Some(compression), true) => {
+            compression.enabled.iter().flat_map(|e| e.family.measured_operators()).copied().collect()
+        }
+        _ => HashSet::new(),
+    };
     let mut measured = table.as_mut().map(|table| extract::Measured {
         table,
-        quantization: quantization_measured,
+        operators,
         classes: if rewrites_measured.is_some() { measured_classes } else { HashSet::new() },
         original: built
             .origins
@@ -511,26 +616,24 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
     if let Some(error) = table.as_ref().and_then(|t| t.error.clone()) {
         return Err(EgraphError::Measure(error.to_string()));
     }
-    if let Some(pinned) = options.quantization.as_ref().and_then(|q| q.pinned.as_ref()) {
-        // The choice made on the model at its representative shape, layer by layer.
-        let names = class_names_of(&built);
-        costs.prefer(|class, node| {
-            let egraph = &built.egraph;
-            match names.get(&class) {
-                Some(name) if pinned.contains(name) => quantize::is_layer_alternative(egraph, node),
-                Some(_) => !quantize::is_quantized_alternative(egraph, node),
+    if let Some(compression) = &options.compression {
+        let egraph = &built.egraph;
+        if let Some(pinned) = &compression.pinned {
+            // The choice made on the model at its representative shape, layer by layer.
+            let names = class_names_of(&built);
+            costs.prefer(|class, node| match names.get(&class) {
+                Some(name) if pinned.contains(name) => compression.is_layer_alternative(egraph, node),
+                Some(_) => !compression.offers(egraph, node),
                 None => false,
-            }
-        });
-    }
-    if force {
-        costs.prefer(|class, node| {
-            let egraph = &built.egraph;
-            quantize::is_layer_alternative(egraph, node) || quantize::is_integer_max_pool(egraph, class, node)
-        });
+            });
+        }
+        if force {
+            let forced = || compression.enabled.iter().filter(|e| e.forced);
+            costs.prefer(|class, node| forced().any(|e| e.family.forced(egraph, class, node)));
+        }
     }
     // A forced or pinned choice was made (or budgeted) already.
-    let pinned = options.quantization.as_ref().is_some_and(|q| q.pinned.is_some());
+    let pinned = options.compression.as_ref().is_some_and(|c| c.pinned.is_some());
     let budget = if force || pinned { f64::INFINITY } else { options.budget };
     let choice = extract::extract(&costs, &built.egraph, built.root, budget)?;
     let extract_seconds = started.elapsed().as_secs_f64();
@@ -568,19 +671,19 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
         .map(|(s, _)| (s.name.clone(), firings.iter().filter(|f| f.rule == s.name).count()))
         .filter(|(_, n)| *n > 0)
         .collect();
-    let quantization = quantization_report(&built, &choice, &class_names, options);
+    let sections = family_sections(&built, &choice, &class_names, options);
     let report = EngineReport {
         saturation,
         firings,
         fired,
         measured_configurations: table.as_ref().map_or(0, |t| t.measured),
         operator_timings: table.map(|t| t.timings).unwrap_or_default(),
-        quantized_layers: quantized_classes(&built, &choice),
+        compressed_layers: compressed_classes(&built, &choice, options),
         timing_shapes,
         end_to_end: Vec::new(),
         end_to_end_decisions: Vec::new(),
         layer_sensitivity: Vec::new(),
-        quantization,
+        sections,
         opset_raised,
         warnings: cost_model_warning.into_iter().collect(),
         extraction: choice,

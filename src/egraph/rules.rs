@@ -16,16 +16,22 @@ use egg::{Applier, Id, Pattern, PatternAst, Rewrite, SearchMatches, Searcher, Su
 
 use super::analysis::{Facts, Graph};
 use super::appliers;
+use super::family::Family;
 use super::guards;
 use super::language::Onnx;
 
-/// The families shipped with pare, in the order they run.
-pub const FAMILIES: &[(&str, &str)] = &[
+/// The exact families shipped with pare, in the order they run.
+pub const EXACT_FAMILIES: &[(&str, &str)] = &[
     ("fold", include_str!("../../passes/fold.rules")),
     ("fuse", include_str!("../../passes/fuse.rules")),
     ("clean", include_str!("../../passes/clean.rules")),
-    ("quant", include_str!("../../passes/quant.rules")),
 ];
+
+/// Every family with its rules text, in the order they run: the exact
+/// ones, then the given compression families.
+pub fn families<'a>(compression: &'a [&'static dyn Family]) -> impl Iterator<Item = (&'static str, &'static str)> + 'a {
+    EXACT_FAMILIES.iter().copied().chain(compression.iter().map(|f| (f.name(), f.rules())))
+}
 
 /// A rule as written.
 #[derive(Clone, Debug, PartialEq)]
@@ -141,7 +147,13 @@ pub struct Firing {
 pub type FiringLog = Arc<Mutex<Vec<Firing>>>;
 
 /// Compiles a rule into an egg rewrite (`None` for builtins).
-pub fn compile(spec: &RuleSpec, source_name: &str, log: &FiringLog) -> Result<Option<Rewrite<Onnx, Facts>>, RuleError> {
+/// `families`: the compression families whose appliers and guards rules may name.
+pub fn compile(
+    spec: &RuleSpec,
+    source_name: &str,
+    log: &FiringLog,
+    families: &[&'static dyn Family],
+) -> Result<Option<Rewrite<Onnx, Facts>>, RuleError> {
     let error = |reason: String| RuleError { source_name: source_name.to_string(), rule: spec.name.clone(), reason };
     let RuleBody::Rewrite { lhs, rhs, guards } = &spec.body else { return Ok(None) };
     let searcher: RuleSearcher = match any_arity_op(lhs) {
@@ -166,8 +178,8 @@ pub fn compile(spec: &RuleSpec, source_name: &str, log: &FiringLog) -> Result<Op
             }
             continue;
         }
-        let guard = guards::lookup(name)
-            .ok_or_else(|| error(format!("unknown guard '{name}' (known: {})", guards::names().join(", "))))?;
+        let guard = guards::lookup(name, families)
+            .ok_or_else(|| error(format!("unknown guard '{name}' (known: {})", guards::names(families).join(", "))))?;
         // Variables first, then numbers.
         let split = args.iter().position(|a| !a.starts_with('?')).unwrap_or(args.len());
         let vars = args[..split]
@@ -194,10 +206,9 @@ pub fn compile(spec: &RuleSpec, source_name: &str, log: &FiringLog) -> Result<Op
         checks.push(GuardCheck { guard, vars, numbers });
     }
     let action = match rhs.strip_prefix('@') {
-        Some(name) => Action::Named(
-            appliers::lookup(name)
-                .ok_or_else(|| error(format!("unknown applier '@{name}' (known: {})", appliers::names().join(", "))))?,
-        ),
+        Some(name) => Action::Named(appliers::lookup(name, families).ok_or_else(|| {
+            error(format!("unknown applier '@{name}' (known: {})", appliers::names(families).join(", ")))
+        })?),
         None => {
             let pattern: Pattern<Onnx> = rhs.parse().map_err(|e| error(format!("right side: {e}")))?;
             if let Some(var) = pattern.vars().into_iter().find(|v| !bound.contains(v)) {
@@ -408,7 +419,7 @@ mod tests {
         assert_eq!(specs[3].body, RuleBody::Builtin);
         let log = FiringLog::default();
         for spec in &specs {
-            compile(spec, "test.rules", &log).unwrap();
+            compile(spec, "test.rules", &log, &[]).unwrap();
         }
     }
 
@@ -417,7 +428,7 @@ mod tests {
         let log = FiringLog::default();
         let compile_one = |text: &str| {
             let specs = parse("user", "mine.rules", text)?;
-            compile(&specs[0], "mine.rules", &log).map(|_| ())
+            compile(&specs[0], "mine.rules", &log, &[]).map(|_| ())
         };
         let err = compile_one("r1: (Identity ?x ?a) => ?y").unwrap_err();
         assert!(err.to_string().contains("mine.rules: rule 'r1'") && err.reason.contains("?y"), "{err}");

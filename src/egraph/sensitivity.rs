@@ -1,12 +1,13 @@
 //! Measured layer sensitivity: how far the model output moves when one
-//! layer alone takes its quantized form. The e-graph is saturated once with
-//! the quantization rules; then, per layer, the extraction that keeps every
-//! other layer float is written out in QDQ form and run in ONNX Runtime
-//! (all graph optimizations, so the deployment runtime's real integer
-//! kernels) on the calibration probe, against the float model. The relative
-//! L2 distance becomes the error of that layer's quantized alternative in the
-//! real run (it replaces the rounding-error proxy), so extraction under
-//! `--budget` keeps the layers the output is sensitive to in float.
+//! layer alone takes its compressed form. The e-graph is saturated once with
+//! the enabled compression families' rules; then, per layer, the extraction
+//! that keeps every other layer float is written out as runtimes take it
+//! (each family lowers its forms) and run in ONNX Runtime (all graph
+//! optimizations, so the deployment runtime's real kernels) on the
+//! calibration probe, against the float model. The relative L2 distance
+//! becomes the error of that layer's alternatives (it replaces the family's
+//! estimate), so extraction under `--budget` keeps the layers the output is
+//! sensitive to in float.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -17,8 +18,7 @@ use serde::Serialize;
 use super::analysis::Graph;
 use super::extract::{self, Choice, NodeCosts};
 use super::language::Onnx;
-use super::quantize::{is_layer_alternative, is_quantized_alternative};
-use super::{export, saturate, EgraphError, Options};
+use super::{export, saturate, Compression, EgraphError, Options};
 use crate::eval::{runs_relative_l2, NamedTensor};
 use crate::ir::{self, DataType, Model};
 use crate::onnxruntime::{GraphOptimization, OrtSession};
@@ -48,17 +48,17 @@ pub struct Sensitivities {
     /// Per layer, in class order.
     pub layers: Vec<LayerSensitivity>,
     /// The measured errors by every value name of each layer's class, as
-    /// [`super::Quantization::sensitivity`] takes them.
+    /// [`super::Compression::measured_errors`] takes them.
     pub by_value_name: BTreeMap<String, f64>,
 }
 
-/// Measures every layer that has a quantized alternative, in class order.
-/// `options` must carry the quantization settings and ranges; `probe` the samples.
+/// Measures every layer that has a compressed alternative, in class order.
+/// `options` must carry the compression settings and statistics; `probe` the samples.
 pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> Result<Sensitivities, EgraphError> {
     let mut options = options.clone();
-    if let Some(quantization) = options.quantization.as_mut() {
-        quantization.sensitivity.clear();
-    }
+    let Some(compression) = options.compression.as_mut() else { return Ok(Sensitivities::default()) };
+    compression.measured_errors.clear();
+    let compression = compression.clone();
     let saturated = saturate(model, &options)?;
     let built = &saturated.built;
     let egraph = &built.egraph;
@@ -71,7 +71,7 @@ pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> 
         .keys()
         .copied()
         .filter(|&class| egraph[class].data.dtype == Some(DataType::Float))
-        .filter(|&class| egraph[class].nodes.iter().any(|node| is_layer_alternative(egraph, node)))
+        .filter(|&class| egraph[class].nodes.iter().any(|node| compression.is_layer_alternative(egraph, node)))
         .collect();
 
     let label = "the float model";
@@ -86,13 +86,13 @@ pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> 
 
     // Every other layer stays as the float extraction has it.
     let mut costs = NodeCosts::new(egraph, &options.profile, options.objective, None);
-    costs.prefer(|_, node| !is_quantized_alternative(egraph, node));
+    costs.prefer(|_, node| !compression.offers(egraph, node));
     let float_choice = extract::extract(&costs, egraph, built.root, f64::INFINITY)?;
     // A class the float graph does not use (fused into another) is no layer of it.
     let variants: Vec<(Id, Choice)> = layers
         .into_iter()
         .filter(|class| float_choice.chosen.contains_key(class))
-        .filter_map(|class| Some((class, with_layer_quantized(egraph, &float_choice, class)?)))
+        .filter_map(|class| Some((class, with_layer_compressed(egraph, &compression, &float_choice, class)?)))
         .collect();
     let measure_variant = |(class, choice): &(Id, Choice)| {
         let value = names[class][0].to_string();
@@ -101,7 +101,9 @@ pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> 
             .and_then(|mut variant| {
                 super::raise_opset_for_written_operators(&mut variant).map(|_| variant).map_err(|e| e.to_string())
             })
-            .and_then(|mut variant| ir::lower_to_qdq(&mut variant).map(|_| variant).map_err(|e| e.to_string()))
+            .and_then(|mut variant| {
+                compression.enabled.iter().try_for_each(|e| e.family.lower(&mut variant)).map(|_| variant)
+            })
             .and_then(|variant| ir::export(variant).map_err(|e| e.to_string()))
             .and_then(|proto| {
                 let mut session =
@@ -130,13 +132,14 @@ pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> 
     Ok(measured)
 }
 
-/// The float choice with `layer`'s quantized alternative chosen instead, and
-/// the classes that alternative adds chosen in float form (its input read
-/// through a QuantizeLinear, not another layer's integer output).
-fn with_layer_quantized(egraph: &Graph, float: &Choice, layer: Id) -> Option<Choice> {
-    // The form with a quantized output when there are two (a Gemm's QGemm
-    // also returns float): its error is the larger.
-    let alternatives = || egraph[layer].nodes.iter().filter(|node| is_layer_alternative(egraph, node));
+/// The float choice with `layer`'s compressed alternative chosen instead, and
+/// the classes that alternative adds chosen in float form (a quantized
+/// input read through a QuantizeLinear, not another layer's integer output).
+fn with_layer_compressed(egraph: &Graph, compression: &Compression, float: &Choice, layer: Id) -> Option<Choice> {
+    // The form that is not an approximation itself when there are two (a
+    // Gemm's QGemm with a quantized output, beside the one returning float):
+    // its error is the larger.
+    let alternatives = || egraph[layer].nodes.iter().filter(|node| compression.is_layer_alternative(egraph, node));
     let node = alternatives().find(|node| !matches!(node, Onnx::Approx(..))).or_else(|| alternatives().next())?;
     let mut choice = float.clone();
     let mut visiting = HashSet::from([layer]);
@@ -151,14 +154,14 @@ fn with_layer_quantized(egraph: &Graph, float: &Choice, layer: Id) -> Option<Cho
             let approx = egraph[child].nodes.iter().find(|n| matches!(n, Onnx::Approx(..)));
             match approx {
                 Some(approx) if i == 0 && !matches!(node, Onnx::Approx(..)) => pending.push((child, approx)),
-                _ => choose_float(egraph, &mut choice.chosen, child, &mut visiting, NEW_CLASS_DEPTH)?,
+                _ => choose_float(egraph, compression, &mut choice.chosen, child, &mut visiting, NEW_CLASS_DEPTH)?,
             }
         }
     }
     Some(choice)
 }
 
-/// How deep the classes a quantized alternative adds go before they reach
+/// How deep the classes a compressed alternative adds go before they reach
 /// the float graph (wrapper, integer node, quantized input, its parameters).
 const NEW_CLASS_DEPTH: usize = 6;
 
@@ -168,6 +171,7 @@ const NEW_CLASS_DEPTH: usize = 6;
 /// taken as it is).
 fn choose_float(
     egraph: &Graph,
+    compression: &Compression,
     chosen: &mut HashMap<Id, Onnx>,
     class: Id,
     visiting: &mut HashSet<Id>,
@@ -185,14 +189,13 @@ fn choose_float(
     visiting.insert(class);
     let only = egraph[class].nodes.len() == 1;
     for node in &egraph[class].nodes {
-        if !only && is_quantized_alternative(egraph, node) {
+        if !only && compression.offers(egraph, node) {
             continue;
         }
         let mut trial = chosen.clone();
-        let fits = node
-            .children()
-            .iter()
-            .all(|&child| choose_float(egraph, &mut trial, egraph.find(child), visiting, depth - 1).is_some());
+        let fits = node.children().iter().all(|&child| {
+            choose_float(egraph, compression, &mut trial, egraph.find(child), visiting, depth - 1).is_some()
+        });
         if fits {
             *chosen = trial;
             chosen.insert(class, node.clone().map_children(|c| egraph.find(c)));

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::cost::DeviceProfile;
+use crate::families::quantize;
 use crate::ir::{DataType, Shape};
 use crate::pipeline;
 
@@ -20,7 +21,7 @@ fn options(families: &[&str], user_rules: &str, budget: f64) -> Options {
         objective: Objective::Latency,
         profile: DeviceProfile::shipped("x86-avx2").unwrap(),
         budget,
-        quantization: None,
+        compression: None,
         target_opset: Some(22),
         measured: None,
     }
@@ -78,46 +79,59 @@ fn a_shared_value_is_paid_once() {
 }
 
 /// Every Conv and Add of the block quantized, with the settings pare uses on x86.
-fn forced_quantization(model: &Model, mode: quantize::QuantMode) -> Quantization {
-    calibrated_quantization(model, mode, 2, false)
+fn forced_quantization(model: &Model, mode: quantize::QuantMode) -> Compression {
+    calibrated_quantization(model, settings(mode, false), 2)
 }
 
-/// Every layer quantized as `mode` says, calibrated on `samples` seeded
-/// random inputs; with `bias_correction`, their means are kept and applied.
-fn calibrated_quantization(
-    model: &Model,
-    mode: quantize::QuantMode,
-    samples: usize,
-    bias_correction: bool,
-) -> Quantization {
+/// Quantization settings as `mode` says, uint8 weights (no saturation check).
+fn settings(mode: quantize::QuantMode, bias_correction: bool) -> quantize::QuantSettings {
+    quantize::QuantSettings {
+        mode,
+        activations: quantize::ActivationType::Uint8,
+        per_channel: true,
+        reduced_range: false,
+        weight_bits: 8,
+        block_size: None,
+        unsigned_weights: true,
+        bias_correction,
+        check_saturation: false,
+    }
+}
+
+/// Every layer quantized as `settings` say, calibrated on `samples` seeded
+/// random inputs; with bias correction, their means are kept and applied.
+fn calibrated_quantization(model: &Model, settings: quantize::QuantSettings, samples: usize) -> Compression {
     let source = pipeline::CalibrationSource::Random { count: samples, seed: 7 };
     let path = std::path::Path::new("resnet_block_op13");
     let fixed = [("images".to_string(), vec![1, 3, 32, 32])];
     let method = crate::eval::calibrate::RangeMethod::MinMax;
-    let calibration = pipeline::calibrate(model, path, &fixed, &source, method, bias_correction).unwrap().calibration;
-    Quantization {
-        settings: quantize::QuantSettings {
-            mode,
-            activations: quantize::ActivationType::Uint8,
-            per_channel: true,
-            reduced_range: false,
-            weight_bits: 8,
-            block_size: None,
-            unsigned_weights: true,
-            bias_correction,
-        },
+    let enabled = crate::families::Enabled {
+        family: &quantize::Quantize,
+        settings: crate::families::Settings(std::sync::Arc::new(settings)),
+        forced: true,
+    };
+    let request = enabled.family.statistics(&enabled, model);
+    let calibration = pipeline::calibrate(model, path, &fixed, &source, method, &request).unwrap().calibration;
+    Compression {
+        enabled: vec![enabled],
         ranges: calibration.ranges,
         means: calibration.means,
-        force: true,
+        second_moments: calibration.second_moments,
         measure: false,
         probe: Vec::new(),
-        check_saturation: false,
-        sensitivity: Default::default(),
+        measured_errors: Default::default(),
+        exclude: Vec::new(),
         calibration: None,
         representative: Vec::new(),
         cost_cache: crate::cost::cache::CostCache::in_memory(String::new()).shared(),
         pinned: None,
     }
+}
+
+/// The quantization section of a report.
+fn quantization_report(report: &EngineReport) -> quantize::report::QuantizationReport {
+    let section = report.sections.get("quantization").expect("a quantization section");
+    section.as_any().downcast_ref::<quantize::report::QuantizationReport>().unwrap().clone()
 }
 
 #[test]
@@ -127,15 +141,15 @@ fn bias_correction_takes_back_the_mean_shift_of_rounded_weights() {
     // Weights only, one scale per tensor: coarse rounding that moves each
     // layer's output means, and float compute, so nothing else rounds.
     let quantized = |bias_correction: bool| {
-        let mut quantization = calibrated_quantization(&model, quantize::QuantMode::WeightsOnly, 16, bias_correction);
-        quantization.settings.per_channel = false;
+        let mut settings = settings(quantize::QuantMode::WeightsOnly, bias_correction);
+        settings.per_channel = false;
         let mut options = options(&["fuse", "quant"], "", 0.0);
-        options.quantization = Some(quantization);
+        options.compression = Some(calibrated_quantization(&model, settings, 16));
         optimize(&model, &options).unwrap()
     };
     let ((plain, plain_report), (corrected, report)) = (quantized(false), quantized(true));
-    assert_eq!(plain_report.quantization.unwrap().bias_corrected, Vec::<String>::new());
-    let mut layers = report.quantization.unwrap().bias_corrected;
+    assert_eq!(quantization_report(&plain_report).bias_corrected, Vec::<String>::new());
+    let mut layers = quantization_report(&report).bias_corrected;
     layers.sort();
     let mut expected: Vec<String> = model
         .graph
@@ -203,7 +217,7 @@ fn calibration_leaves_out_values_only_batch_norm_reads() {
 fn forced_quantization_makes_one_integer_chain() {
     let model = resnet_block();
     let mut options = options(&["fuse", "clean", "quant"], "", 0.0);
-    options.quantization = Some(forced_quantization(&model, quantize::QuantMode::Static));
+    options.compression = Some(forced_quantization(&model, quantize::QuantMode::Static));
     let (optimized, report) = optimize(&model, &options).unwrap();
     let convs = count(&model, "Conv");
     assert_eq!(count(&optimized, "QLinearConv"), convs, "{:?}", report.fired);
@@ -225,13 +239,13 @@ fn forced_quantization_makes_one_integer_chain() {
 #[test]
 fn integer_layers_keep_their_names_and_a_widened_bias_is_reported() {
     let model = resnet_block();
-    let mut quantization = forced_quantization(&model, quantize::QuantMode::Static);
+    let mut compression = forced_quantization(&model, quantize::QuantMode::Static);
     // An image range of 1e-6: the first conv's bias / (input scale × weight
     // scale) is far beyond int32, so its weight scales must widen.
-    let image = quantization.ranges.get_mut("images").unwrap();
+    let image = compression.ranges.get_mut("images").unwrap();
     *image = crate::eval::calibrate::ActivationRange { min: 0.0, max: 1e-6 };
     let mut options = options(&["fuse", "clean", "quant"], "", 0.0);
-    options.quantization = Some(quantization);
+    options.compression = Some(compression);
     let (optimized, report) = optimize(&model, &options).unwrap();
     let convs: Vec<&str> =
         optimized.graph.nodes.node_weights().filter(|n| n.op_type == "QLinearConv").map(|n| n.name.as_str()).collect();
@@ -242,7 +256,7 @@ fn integer_layers_keep_their_names_and_a_widened_bias_is_reported() {
     let mut expected = originals.clone();
     expected.sort();
     assert_eq!(sorted, expected, "each integer conv is named after its float conv");
-    let quantization = report.quantization.unwrap();
+    let quantization = quantization_report(&report);
     let first_conv = originals[0];
     assert_eq!(first_conv, "n_Conv_3");
     let widened: Vec<&str> = quantization.widened_bias.iter().map(|w| w.layer.as_str()).collect();
@@ -257,7 +271,7 @@ fn integer_layers_keep_their_names_and_a_widened_bias_is_reported() {
 fn weight_only_quantization_keeps_float_compute() {
     let model = resnet_block();
     let mut options = options(&["fuse", "quant"], "", 0.0);
-    options.quantization = Some(forced_quantization(&model, quantize::QuantMode::WeightsOnly));
+    options.compression = Some(forced_quantization(&model, quantize::QuantMode::WeightsOnly));
     let (optimized, _) = optimize(&model, &options).unwrap();
     assert_eq!(count(&optimized, "Conv"), count(&model, "Conv"));
     assert_eq!(count(&optimized, "DequantizeLinear"), count(&model, "Conv") + count(&model, "Gemm"));

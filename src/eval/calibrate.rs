@@ -15,15 +15,15 @@
 //!
 //! The same pass averages the values it is asked to, sample by sample (the
 //! mean inputs that bias correction needs, see
-//! [`crate::weights::bias_correction`]).
+//! [`crate::families::quantize::bias_correction`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::statistics::{MeanAccumulator, MeanActivation, MomentRequest, SecondMoment, SecondMomentAccumulator};
 use super::{EvalError, Evaluator, NamedTensor};
-use crate::weights::bias_correction::{MeanAccumulator, MeanActivation};
 
 /// How a value's range is chosen from its statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -244,11 +244,16 @@ pub struct Calibration {
     /// all had the same dims and finite values).
     #[serde(skip)]
     pub means: BTreeMap<String, Arc<MeanActivation>>,
+    /// The second moments asked for, by [`MomentRequest::layer`] (those whose
+    /// samples all had the same shapes and finite values).
+    #[serde(skip)]
+    pub second_moments: BTreeMap<String, Arc<SecondMoment>>,
 }
 
 /// Runs the samples through `evaluator` once and collects the statistics of
 /// every float tensor it sees: the inputs fed, the graph outputs and the
-/// captures; and the means of those named in `mean_of`.
+/// captures; the means of those named in `mean_of`; and the second moments
+/// `moments` asks for.
 ///
 /// Samples run in rounds of one per available core; each round's results
 /// enter the statistics in sample order, so the ranges do not depend on
@@ -258,15 +263,22 @@ pub fn calibrate(
     samples: impl IntoIterator<Item = Vec<NamedTensor>>,
     method: RangeMethod,
     mean_of: &HashSet<String>,
+    moments: &[MomentRequest],
 ) -> Result<Calibration, EvalError> {
     let mut statistics: BTreeMap<String, ValueStatistics> = BTreeMap::new();
     let mut sums: BTreeMap<String, MeanAccumulator> = BTreeMap::new();
+    let mut products: Vec<SecondMomentAccumulator> = vec![SecondMomentAccumulator::default(); moments.len()];
     let mut record = |tensors: &[NamedTensor]| {
         for named in tensors {
             if let Some(values) = named.tensor.as_f32() {
                 statistics.entry(named.name.clone()).or_insert_with(|| ValueStatistics::for_method(method)).add(values);
                 if mean_of.contains(&named.name) {
                     sums.entry(named.name.clone()).or_default().add(named.tensor.shape(), values);
+                }
+                for (request, product) in moments.iter().zip(products.iter_mut()) {
+                    if request.input == named.name {
+                        request.add(product, named.tensor.shape(), values);
+                    }
                 }
             }
         }
@@ -289,7 +301,12 @@ pub fn calibrate(
     }
     let ranges = statistics.into_iter().filter_map(|(name, s)| Some((name, s.range(method)?))).collect();
     let means = sums.into_iter().filter_map(|(name, sum)| Some((name, Arc::new(sum.mean()?)))).collect();
-    Ok(Calibration { method, samples: count, ranges, means })
+    let second_moments = moments
+        .iter()
+        .zip(products)
+        .filter_map(|(request, product)| Some((request.layer.clone(), Arc::new(product.finish()?))))
+        .collect();
+    Ok(Calibration { method, samples: count, ranges, means, second_moments })
 }
 
 #[cfg(test)]

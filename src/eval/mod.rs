@@ -23,6 +23,7 @@ pub mod calibrate;
 mod evaluator;
 mod files;
 mod npy;
+pub mod statistics;
 mod tensor;
 
 #[cfg(test)]

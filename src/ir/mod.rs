@@ -4,6 +4,7 @@
 //! did not declare.
 
 pub mod attribute;
+pub mod conv_geometry;
 pub mod dtype;
 pub mod export;
 pub mod graph;
@@ -11,7 +12,6 @@ pub mod import;
 pub mod infer;
 pub(crate) mod names;
 pub mod opset;
-pub mod qdq;
 pub mod shape;
 pub mod submodel;
 pub mod tensor;
@@ -21,7 +21,6 @@ pub use export::export;
 pub use graph::{AttributeList, Edge, Graph, GraphIo, Model, Node, Producer, Value, ValueId, ValueInfoEntry};
 pub use import::import;
 pub use opset::{upgrade as upgrade_opset, OpsetError, Upgrade};
-pub use qdq::{lower_to_qdq, Lowered, QdqError};
 pub use shape::{tensor_declaration, Dim, Shape};
 pub use submodel::submodel;
 

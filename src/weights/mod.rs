@@ -6,10 +6,8 @@
 //!
 //! Arithmetic runs in f64 and the result is stored in the operand's float type.
 
-pub mod bias_correction;
 pub mod fold;
 pub mod linalg;
-pub mod quantize;
 
 use crate::ir::{tensor, AttributeList, DataType};
 use crate::onnx::proto::{AttributeProto, TensorProto};

@@ -95,7 +95,7 @@ fn options(target_opset: i64) -> Options {
         objective: Objective::Latency,
         profile: DeviceProfile::shipped("x86-avx2").unwrap(),
         budget: 0.0,
-        quantization: None,
+        compression: None,
         target_opset: Some(target_opset),
         measured: None,
     }

@@ -15,132 +15,8 @@
 //! each layer's correction depends on nothing quantized upstream: layers can
 //! be corrected independently and in any order.
 
-use crate::ir::AttributeList;
-
-/// The elementwise mean of a value over the calibration samples (every
-/// sample must have the same dims).
-#[derive(Clone, Debug, PartialEq)]
-pub struct MeanActivation {
-    pub dims: Vec<usize>,
-    pub values: Vec<f64>,
-}
-
-impl MeanActivation {
-    /// The mean over the leading axes, keeping the last `kept` ones: a Conv
-    /// input's [C, spatial...] (averaged over the batch) or a Gemm input's [K].
-    fn trailing(&self, kept: usize) -> Option<(Vec<usize>, Vec<f64>)> {
-        let lead = self.dims.len().checked_sub(kept)?;
-        let dims = self.dims[lead..].to_vec();
-        let size: usize = dims.iter().product();
-        if size == 0 || self.values.len() % size != 0 {
-            return None;
-        }
-        let copies = self.values.len() / size;
-        let mut mean = vec![0.0; size];
-        for chunk in self.values.chunks(size) {
-            mean.iter_mut().zip(chunk).for_each(|(m, v)| *m += v);
-        }
-        mean.iter_mut().for_each(|m| *m /= copies as f64);
-        Some((dims, mean))
-    }
-}
-
-/// Accumulates [`MeanActivation`]s sample by sample.
-#[derive(Clone, Debug, Default)]
-pub struct MeanAccumulator {
-    dims: Vec<usize>,
-    sums: Vec<f64>,
-    samples: usize,
-    /// A sample's dims differed from the first's: there is no one mean.
-    mismatched: bool,
-}
-
-impl MeanAccumulator {
-    pub fn add(&mut self, dims: &[usize], values: &[f32]) {
-        if self.mismatched {
-            return;
-        }
-        if self.samples == 0 {
-            self.dims = dims.to_vec();
-            self.sums = vec![0.0; values.len()];
-        } else if self.dims != dims || self.sums.len() != values.len() {
-            self.mismatched = true;
-            self.sums = Vec::new();
-            return;
-        }
-        self.sums.iter_mut().zip(values).for_each(|(s, &v)| *s += f64::from(v));
-        self.samples += 1;
-    }
-
-    /// The mean, unless no sample came, dims differed or a value was not finite.
-    pub fn mean(&self) -> Option<MeanActivation> {
-        if self.mismatched || self.samples == 0 || self.sums.iter().any(|s| !s.is_finite()) {
-            return None;
-        }
-        let values = self.sums.iter().map(|s| s / self.samples as f64).collect();
-        Some(MeanActivation { dims: self.dims.clone(), values })
-    }
-}
-
-/// Where a Conv's kernel taps read its input, one entry per spatial axis.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ConvGeometry {
-    pub strides: Vec<usize>,
-    pub dilations: Vec<usize>,
-    pub pads_begin: Vec<usize>,
-    pub group: usize,
-    /// Output positions per axis.
-    pub output: Vec<usize>,
-}
-
-impl ConvGeometry {
-    /// From a Conv's attributes (explicit pads or `auto_pad`), its input's
-    /// spatial dims and its kernel's; `None` when they do not make a Conv.
-    pub fn new(attrs: &(impl AttributeList + ?Sized), input: &[usize], kernel: &[usize]) -> Option<ConvGeometry> {
-        let axes = input.len();
-        if kernel.len() != axes {
-            return None;
-        }
-        let per_axis = |name: &str, default: i64, len: usize| -> Option<Vec<usize>> {
-            match attrs.attr_ints(name) {
-                None | Some([]) => Some(vec![default as usize; len]),
-                Some(v) if v.len() == len => v.iter().map(|&x| usize::try_from(x).ok()).collect(),
-                Some(_) => None,
-            }
-        };
-        let strides = per_axis("strides", 1, axes)?;
-        let dilations = per_axis("dilations", 1, axes)?;
-        let pads = per_axis("pads", 0, 2 * axes)?;
-        if strides.contains(&0) || dilations.contains(&0) {
-            return None;
-        }
-        let extent = |d: usize| Some(dilations[d] * kernel[d].checked_sub(1)? + 1);
-        let (mut pads_begin, mut output) = (Vec::with_capacity(axes), Vec::with_capacity(axes));
-        for d in 0..axes {
-            let extent = extent(d)?;
-            let (begin, end) = match attrs.attr_string("auto_pad").as_deref() {
-                None | Some("NOTSET") | Some("") => (pads[d], pads[d + axes]),
-                Some("VALID") => (0, 0),
-                Some(same @ ("SAME_UPPER" | "SAME_LOWER")) => {
-                    let out = input[d].div_ceil(strides[d]);
-                    let total = ((out.checked_sub(1)?) * strides[d] + extent).saturating_sub(input[d]);
-                    let small = total / 2;
-                    if same == "SAME_UPPER" {
-                        (small, total - small)
-                    } else {
-                        (total - small, small)
-                    }
-                }
-                Some(_) => return None,
-            };
-            let padded = input[d] + begin + end;
-            output.push(padded.checked_sub(extent)? / strides[d] + 1);
-            pads_begin.push(begin);
-        }
-        let group = usize::try_from(attrs.attr_int("group").unwrap_or(1)).ok().filter(|&g| g > 0)?;
-        Some(ConvGeometry { strides, dilations, pads_begin, group, output })
-    }
-}
+use crate::eval::statistics::MeanActivation;
+pub use crate::ir::conv_geometry::ConvGeometry;
 
 /// Per output channel of a Conv with weights `difference` (dims
 /// [out, in/group, kernel...]), the mean over output positions of its output
@@ -253,7 +129,9 @@ fn sum_over_product(values: &[f64], lists: &[&[usize]], strides: &[usize]) -> f6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::statistics::MeanAccumulator;
     use crate::ir::attribute::{int, ints, string};
+    use crate::ir::AttributeList;
     use crate::onnx::proto::AttributeProto;
 
     /// A direct 2-D convolution of one image [C, H, W] (no bias).

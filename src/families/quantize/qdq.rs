@@ -48,12 +48,12 @@ use std::collections::{HashMap, HashSet};
 
 use petgraph::stable_graph::NodeIndex;
 
-use super::attribute;
-use super::dtype::DataType;
-use super::graph::{AttributeList, Graph, Model, Node, Producer, Value, ValueId};
-use super::names::Names;
-use super::shape::Shape;
-use super::tensor;
+use crate::ir::attribute;
+use crate::ir::dtype::DataType;
+use crate::ir::graph::{AttributeList, Graph, Model, Node, Producer, Value, ValueId};
+use crate::ir::names::Names;
+use crate::ir::shape::Shape;
+use crate::ir::tensor;
 use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto};
 
 /// The first default-domain opset with QuantizeLinear and DequantizeLinear.

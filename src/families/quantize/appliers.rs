@@ -5,7 +5,7 @@
 //! DequantizeLinear and marked approximate. A Gemm also gets QGemm with a
 //! float output (no output rounding), for when what reads it is float. One
 //! node per integer layer keeps its cost independent of its neighbours;
-//! `src/ir/qdq.rs` lowers the operator forms to QDQ nodes after extraction.
+//! [`super::qdq`] lowers the operator forms to QDQ nodes after extraction.
 //!
 //! Activations are quantized where an integer node reads them. A
 //! QuantizeLinear of a value an integer node already produces at other
@@ -19,95 +19,19 @@
 //! DequantizeLinear and keeps float compute.
 
 use egg::{Id, Subst, Symbol};
-use serde::Serialize;
 
-use super::analysis::{attrs_of, constant_of, is_absent, AdjustedBias, Graph};
-use super::appliers::var;
-use super::language::{Onnx, WeightId};
+use super::settings::{ActivationType, QuantMode, QuantSettings};
+use super::NAME;
+use crate::egraph::alternatives::{offer, Alternative, Approximation};
+use crate::egraph::analysis::{attrs_of, constant_of, is_absent, Graph, StandIn};
+use crate::egraph::appliers::var;
+use crate::egraph::language::{Onnx, WeightId};
+use crate::egraph::nodes::{add_typed, add_typed_op, add_weight, float_weight, no_attributes};
 use crate::eval::calibrate::ActivationRange;
+use crate::families::quantize::bias_correction::{conv_shift, gemm_shift, ConvGeometry};
+use crate::families::quantize::weights::{quantize, QuantizedLayer, WeightSpec};
 use crate::ir::{attribute, tensor, AttributeList, DataType, Shape};
 use crate::onnx::proto::TensorProto;
-use crate::weights::bias_correction::{conv_shift, gemm_shift, ConvGeometry};
-use crate::weights::quantize::{quantize, QuantizedLayer, WeightSpec};
-
-/// The integer type activations are stored in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum ActivationType {
-    Uint8,
-    Int8,
-}
-
-impl ActivationType {
-    /// (lowest, highest) stored level.
-    pub fn levels(self) -> (i32, i32) {
-        match self {
-            ActivationType::Uint8 => (0, 255),
-            ActivationType::Int8 => (-128, 127),
-        }
-    }
-
-    pub fn dtype(self) -> DataType {
-        match self {
-            ActivationType::Uint8 => DataType::Uint8,
-            ActivationType::Int8 => DataType::Int8,
-        }
-    }
-}
-
-/// What is quantized.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum QuantMode {
-    /// Weights and activations (integer kernels).
-    Static,
-    /// Weights only (DequantizeLinear on the weights, float compute).
-    WeightsOnly,
-}
-
-/// How the `quant` family quantizes.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct QuantSettings {
-    pub mode: QuantMode,
-    pub activations: ActivationType,
-    /// One weight scale per output channel (else one per tensor).
-    pub per_channel: bool,
-    /// 7-bit weights, so integer kernels that accumulate pairs in int16
-    /// (x86 AVX2 without VNNI) cannot saturate.
-    pub reduced_range: bool,
-    /// Store weights as uint8 with zero point 128 (the same levels, shifted):
-    /// u8×u8 kernels widen to int16 before multiplying, so they cannot
-    /// saturate either, and keep all 8 bits.
-    pub unsigned_weights: bool,
-    /// Bits per stored weight: 8, or 4 (int4/uint4, opset 21; weight-only).
-    pub weight_bits: u32,
-    /// Block-wise weight scales: one per this many elements along the
-    /// weight's input axis (opset 21; weight-only), instead of per channel.
-    pub block_size: Option<usize>,
-    /// Conv and Gemm biases take back the mean shift that rounding the
-    /// weights causes on the calibration data (needs its means).
-    pub bias_correction: bool,
-}
-
-impl QuantSettings {
-    /// The default-domain opset the quantized model needs: 21 for 4-bit or
-    /// block-wise weights, 13 for per-axis scales.
-    pub fn opset(&self) -> i64 {
-        if self.weight_bits == 4 || self.block_size.is_some() {
-            21
-        } else {
-            13
-        }
-    }
-
-    /// The stored type of `bits`-bit weights and the zero point that centres it.
-    pub fn weight_type(&self, bits: u32) -> (DataType, i32) {
-        match (bits, self.unsigned_weights) {
-            (4, false) => (DataType::Int4, 0),
-            (4, true) => (DataType::Uint4, 8),
-            (_, false) => (DataType::Int8, 0),
-            (_, true) => (DataType::Uint8, 128),
-        }
-    }
-}
 
 /// Relative error charged for each activation rounded to 8 bits (half a
 /// level of 255), next to the weight's measured rounding error.
@@ -155,54 +79,12 @@ fn already_quantized(egraph: &Graph, class: Id) -> bool {
 
 /// Whether the family stores weights only (float compute).
 fn weights_only(egraph: &Graph) -> bool {
-    egraph.analysis.quantization.as_ref().is_some_and(|s| s.mode == QuantMode::WeightsOnly)
+    settings(egraph).is_some_and(|s| s.mode == QuantMode::WeightsOnly)
 }
 
 /// The settings, when the family may quantize activations here.
 fn static_settings(egraph: &Graph) -> Option<QuantSettings> {
-    egraph.analysis.quantization.clone().filter(|s| s.mode == QuantMode::Static)
-}
-
-/// A float32 constant's values and dims.
-fn float_weight(egraph: &Graph, id: Id) -> Option<(Vec<f64>, Vec<usize>)> {
-    let t = constant_of(egraph, id)?;
-    if tensor::dtype(t)? != DataType::Float {
-        return None;
-    }
-    let dims = t.dims.iter().map(|&d| usize::try_from(d).ok()).collect::<Option<Vec<_>>>()?;
-    Some((tensor::to_f64(t)?, dims))
-}
-
-/// Adds a node and states the facts of its class when nothing else did.
-fn add_typed(egraph: &mut Graph, node: Onnx, dtype: DataType, shape: Option<Shape>) -> Id {
-    let id = egraph.add(node);
-    let data = &mut egraph[id].data;
-    data.dtype = data.dtype.or(Some(dtype));
-    if data.shape.is_none() {
-        data.shape = shape;
-    }
-    id
-}
-
-fn add_typed_op(
-    egraph: &mut Graph,
-    op: &str,
-    mut inputs: Vec<Id>,
-    attrs: Id,
-    dtype: DataType,
-    shape: Option<Shape>,
-) -> Id {
-    inputs.push(attrs);
-    add_typed(egraph, Onnx::Op(Symbol::from(op), inputs.into()), dtype, shape)
-}
-
-fn add_weight(egraph: &mut Graph, tensor: TensorProto) -> Id {
-    let id = egraph.analysis.intern_weight(tensor, None);
-    egraph.add(Onnx::Weight(id))
-}
-
-fn no_attributes(egraph: &mut Graph) -> Id {
-    egraph.add(Onnx::Attrs(0))
+    settings(egraph).filter(|s| s.mode == QuantMode::Static).cloned()
 }
 
 /// Scale and zero point of an activation range.
@@ -267,15 +149,38 @@ fn output_parameters(egraph: &mut Graph, root: Id, settings: &QuantSettings) -> 
     Some(parameter_leaves(egraph, &[scale], &[zero_point], settings.activations.dtype(), &[]))
 }
 
-/// The error of quantizing the layer computing `root`: its measured
-/// sensitivity when there is one, else the `proxy` estimate.
-fn measured_or(egraph: &Graph, root: Id, proxy: f64) -> f64 {
-    egraph[root].data.sensitivity.unwrap_or(proxy)
+/// The family's settings in this e-graph (`None`: it is not enabled).
+fn settings(egraph: &Graph) -> Option<&QuantSettings> {
+    egraph.analysis.settings_of::<QuantSettings>(NAME)
+}
+
+/// Registers a quantized form of the layer computing `layer` (with
+/// `is_layer` false: a rounding of the value `layer` between integer
+/// layers) with its estimated error (the output error measured with it
+/// alone replaces it when `--budget` is finite).
+fn offer_form(egraph: &mut Graph, layer: Id, is_layer: bool, error: f64, details: serde_json::Value) -> Approximation {
+    let replaces = vec![layer];
+    let alternative =
+        Alternative { family: NAME, replaces, is_layer, error, measured: false, excluded: false, details };
+    offer(egraph, alternative)
+}
+
+/// Notes that the node of class `node` stands in for the float layer
+/// `layer` (export names it after that layer's `op` node).
+fn stand_in(egraph: &mut Graph, node: Id, layer: Id, op: &'static str) {
+    egraph.analysis.stand_ins.insert(node, StandIn { layer, op });
 }
 
 /// Wraps an integer node's class as an approximation and reads it back as float.
-fn dequantized(egraph: &mut Graph, integer: Id, error: f64, scale: Id, zero_point: Id, root: Id) -> Id {
-    let approx = egraph.add(Onnx::Approx(error.to_bits(), [integer]));
+fn dequantized(
+    egraph: &mut Graph,
+    integer: Id,
+    approximation: Approximation,
+    scale: Id,
+    zero_point: Id,
+    root: Id,
+) -> Id {
+    let approx = egraph.add(Onnx::Approx(approximation, [integer]));
     let attrs = no_attributes(egraph);
     let shape = egraph[root].data.shape.clone();
     add_typed_op(egraph, "DequantizeLinear", vec![approx, scale, zero_point], attrs, DataType::Float, shape)
@@ -367,7 +272,7 @@ enum Shift {
 
 /// The layer's bias (zeros when it has none) minus the mean shift that
 /// storing `weights` as `spec` says causes on the calibration data (see
-/// [`crate::weights::bias_correction`]); `None` when the layer is not
+/// [`crate::families::quantize::bias_correction`]); `None` when the layer is not
 /// corrected: the settings say so, its input has no calibration mean, or
 /// the dims do not fit.
 #[allow(clippy::too_many_arguments)]
@@ -381,7 +286,7 @@ fn corrected_bias(
     spec: &WeightSpec,
     bias: Option<&[f64]>,
 ) -> Option<Vec<f64>> {
-    if !egraph.analysis.quantization.as_ref()?.bias_correction {
+    if !settings(egraph)?.bias_correction {
         return None;
     }
     let mean = egraph.analysis.means.get(egraph[input].data.mean?)?;
@@ -443,11 +348,11 @@ fn weight_only_layer(
 ) -> Option<(Id, f64)> {
     let weights = quantize_weights(egraph, values, dims, spec, None, settings)?;
     let attributes = match (spec.block, spec.channel_axis) {
-        (Some((axis, size)), _) => super::analysis::OpAttrs::default()
+        (Some((axis, size)), _) => crate::egraph::analysis::OpAttrs::default()
             .with(attribute::int("axis", axis as i64))
             .with(attribute::int("block_size", size as i64)),
-        (None, Some(axis)) => super::analysis::OpAttrs::default().with(attribute::int("axis", axis as i64)),
-        (None, None) => super::analysis::OpAttrs::default(),
+        (None, Some(axis)) => crate::egraph::analysis::OpAttrs::default().with(attribute::int("axis", axis as i64)),
+        (None, None) => crate::egraph::analysis::OpAttrs::default(),
     };
     let attrs = egraph.analysis.intern_attrs(attributes);
     let attrs = egraph.add(Onnx::Attrs(attrs));
@@ -469,21 +374,21 @@ fn weight_only_alternative(
     axes: WeightAxes,
     correction: Option<WeightOnlyCorrection>,
 ) -> Option<Id> {
-    let settings = egraph.analysis.quantization.clone()?;
+    let settings = settings(egraph)?.clone();
     let spec = axes.spec(&settings);
     let (weight, error) = weight_only_layer(egraph, weights.0, weights.1, &spec, &settings)?;
     let mut inputs = children;
+    let mut details = serde_json::json!({"form": "weights only", "op": op});
     if let Some((bias, id)) = correction.and_then(|c| weight_only_bias(egraph, &inputs, weights, &spec, c)) {
         inputs[2] = bias;
-        let adjusted = AdjustedBias { layer: root, op, bias: id, corrected: true, widened: Vec::new() };
-        egraph.analysis.adjusted_biases.push(adjusted);
+        details["adjusted_bias"] = serde_json::json!({"weight": id, "corrected": true, "widened": []});
     }
     inputs[1] = weight;
     let attrs = inputs.pop()?;
     let shape = egraph[root].data.shape.clone();
     let layer = add_typed_op(egraph, op, inputs, attrs, DataType::Float, shape);
-    let error = measured_or(egraph, root, error);
-    Some(egraph.add(Onnx::Approx(error.to_bits(), [layer])))
+    let approximation = offer_form(egraph, root, true, error, details);
+    Some(egraph.add(Onnx::Approx(approximation, [layer])))
 }
 
 /// Where an integer linear operator reads its int32 bias.
@@ -527,10 +432,11 @@ fn integer_linear(egraph: &mut Graph, root: Id, layer: LinearLayer) -> Option<Id
     let bias = corrected.as_deref().or(layer.bias.as_deref()).map(|b| (b, input.scale_value));
     let weights = quantize_weights(egraph, &layer.weights, &layer.dims, &spec, bias, &settings)?;
     let op = float_operator(layer.op).unwrap_or(layer.op);
+    let mut details = serde_json::json!({"form": layer.op, "op": op});
     if let Some((_, bias)) = weights.bias.filter(|_| corrected.is_some() || !weights.widened.is_empty()) {
         let corrected = corrected.is_some();
-        let adjusted = AdjustedBias { layer: root, op, bias, corrected, widened: weights.widened.clone() };
-        egraph.analysis.adjusted_biases.push(adjusted);
+        details["adjusted_bias"] =
+            serde_json::json!({"weight": bias, "corrected": corrected, "widened": weights.widened});
     }
     let absent = egraph.add(Onnx::Absent);
     let bias = weights.bias.map_or(absent, |(leaf, _)| leaf);
@@ -542,23 +448,24 @@ fn integer_linear(egraph: &mut Graph, root: Id, layer: LinearLayer) -> Option<Id
         BiasInput::BeforeOutput => inputs.extend([bias, output_scale, output_zero]),
     }
     let shape = egraph[root].data.shape.clone();
-    let error = measured_or(egraph, root, weights.error + 2.0 * ACTIVATION_ROUNDING_ERROR);
+    let error = weights.error + 2.0 * ACTIVATION_ROUNDING_ERROR;
+    let approximation = offer_form(egraph, root, true, error, details);
     if let BiasInput::BeforeOutput = layer.bias_input {
         // QGemm without output parameters returns float: no output rounding
         // and no QuantizeLinear/DequantizeLinear pair when what reads the
         // layer is float (a Softmax, a graph output).
         let float_inputs = inputs[..inputs.len() - 2].to_vec();
         let float_output = add_typed_op(egraph, layer.op, float_inputs, layer.attrs, DataType::Float, shape.clone());
-        egraph.analysis.integer_layers.insert(float_output, root);
-        let alternative = egraph.add(Onnx::Approx(error.to_bits(), [float_output]));
+        stand_in(egraph, float_output, root, op);
+        let alternative = egraph.add(Onnx::Approx(approximation, [float_output]));
         egraph.union(root, alternative);
     }
     let integer = add_typed_op(egraph, layer.op, inputs, layer.attrs, settings.activations.dtype(), shape);
-    egraph.analysis.integer_layers.insert(integer, root);
-    Some(dequantized(egraph, integer, error, output_scale, output_zero, root))
+    stand_in(egraph, integer, root, op);
+    Some(dequantized(egraph, integer, approximation, output_scale, output_zero, root))
 }
 
-pub(super) fn quantize_conv(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+pub(crate) fn quantize_conv(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
     if already_quantized(egraph, root) {
         return None;
     }
@@ -599,7 +506,7 @@ pub(super) fn quantize_conv(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
     integer_linear(egraph, root, layer)
 }
 
-pub(super) fn quantize_matmul(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+pub(crate) fn quantize_matmul(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
     if already_quantized(egraph, root) {
         return None;
     }
@@ -626,7 +533,7 @@ pub(super) fn quantize_matmul(egraph: &mut Graph, root: Id, subst: &Subst, _op: 
     integer_linear(egraph, root, layer)
 }
 
-pub(super) fn quantize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+pub(crate) fn quantize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
     if already_quantized(egraph, root) {
         return None;
     }
@@ -657,7 +564,7 @@ pub(super) fn quantize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
         return weight_only_alternative(egraph, root, "Gemm", vec![x, w, c, attrs], (&values, &dims), axes, correction);
     }
     let bias = bias?;
-    let attributes = super::analysis::OpAttrs::default()
+    let attributes = crate::egraph::analysis::OpAttrs::default()
         .with(attribute::float("alpha", 1.0))
         .with(attribute::int("transA", 0))
         .with(attribute::int("transB", i64::from(trans_b)));
@@ -677,7 +584,7 @@ pub(super) fn quantize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: Op
     integer_linear(egraph, root, layer)
 }
 
-pub(super) fn quantize_add(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+pub(crate) fn quantize_add(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
     if already_quantized(egraph, root) {
         return None;
     }
@@ -702,9 +609,10 @@ pub(super) fn quantize_add(egraph: &mut Graph, root: Id, subst: &Subst, _op: Opt
     let attrs = no_attributes(egraph);
     let shape = egraph[root].data.shape.clone();
     let integer = add_typed_op(egraph, "com.microsoft::QLinearAdd", inputs, attrs, settings.activations.dtype(), shape);
-    egraph.analysis.integer_layers.insert(integer, root);
-    let error = measured_or(egraph, root, 3.0 * ACTIVATION_ROUNDING_ERROR);
-    Some(dequantized(egraph, integer, error, output_scale, output_zero, root))
+    stand_in(egraph, integer, root, "Add");
+    let details = serde_json::json!({"form": "com.microsoft::QLinearAdd", "op": "Add"});
+    let approximation = offer_form(egraph, root, true, 3.0 * ACTIVATION_ROUNDING_ERROR, details);
+    Some(dequantized(egraph, integer, approximation, output_scale, output_zero, root))
 }
 
 /// The integer operator node of `class`, its children and the index of its
@@ -737,11 +645,11 @@ fn same_constant(egraph: &Graph, a: Id, b: Id) -> bool {
 /// with output parameters `?s`, `?z` (one rounding instead of two). A `?q`
 /// that only marks a rounding (a float reader dequantizing a moved integer
 /// value) is left alone: merging it would drop the rounding's error.
-pub(super) fn requantize(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+pub(crate) fn requantize(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
     let (q, s1, z1, s, z) =
         (var(subst, "?q")?, var(subst, "?s1")?, var(subst, "?z1")?, var(subst, "?s")?, var(subst, "?z")?);
     let wrapped = egraph[q].nodes.iter().find_map(|n| match n {
-        Onnx::Approx(bits, [inner]) => Some((*bits, *inner)),
+        Onnx::Approx(approximation, [inner]) => Some((*approximation, *inner)),
         _ => None,
     });
     let integer = wrapped.and_then(|(error, inner)| Some((error, inner, integer_node(egraph, inner)?)));
@@ -761,16 +669,16 @@ pub(super) fn requantize(egraph: &mut Graph, _root: Id, subst: &Subst, _op: Opti
     let facts = egraph[inner].data.clone();
     let node = add_typed(egraph, Onnx::Op(op, children.into()), facts.dtype?, facts.shape);
     let inner = egraph.find(inner);
-    let layer = egraph.analysis.integer_layers.iter().find(|(&class, _)| egraph.find(class) == inner).map(|(_, &l)| l);
+    let layer = egraph.analysis.stand_ins.iter().find(|(&class, _)| egraph.find(class) == inner).map(|(_, &l)| l);
     if let Some(layer) = layer {
-        egraph.analysis.integer_layers.insert(node, layer);
+        egraph.analysis.stand_ins.insert(node, layer);
     }
     Some(egraph.add(Onnx::Approx(error, [node])))
 }
 
 /// (QuantizeLinear ?y ?s ?z ?a) over a data-movement operator: the operator
 /// applied to its quantized data inputs (per-tensor parameters only).
-pub(super) fn commute_quantize(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
+pub(crate) fn commute_quantize(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
     let (y, s, z, qa) = (var(subst, "?y")?, var(subst, "?s")?, var(subst, "?z")?, var(subst, "?a")?);
     let per_tensor = |id: Id| constant_of(egraph, id).is_some_and(|t| t.dims.is_empty());
     if !per_tensor(s) || !per_tensor(z) {
@@ -807,7 +715,8 @@ pub(super) fn commute_quantize(egraph: &mut Graph, root: Id, subst: &Subst, _op:
     // Float readers of `?y` may dequantize the moved integer value instead
     // of recomputing the float one: a Concat read by both integer layers and
     // a float AveragePool then runs its producers once, not once per form.
-    let rounded = Onnx::Approx(measured_or(egraph, y, ACTIVATION_ROUNDING_ERROR).to_bits(), [root]);
+    let rounding = offer_form(egraph, y, false, ACTIVATION_ROUNDING_ERROR, serde_json::json!({"form": "rounding"}));
+    let rounded = Onnx::Approx(rounding, [root]);
     let rounded = egraph.add(rounded);
     let float_shape = egraph[y].data.shape.clone();
     let dequantized = add_typed_op(egraph, "DequantizeLinear", vec![rounded, s, z], qa, DataType::Float, float_shape);
@@ -817,7 +726,7 @@ pub(super) fn commute_quantize(egraph: &mut Graph, root: Id, subst: &Subst, _op:
 
 /// Guard: the zero point is its type's lowest level, so the quantized value
 /// cannot go below zero (a Relu before it changes nothing).
-pub(super) fn zero_point_is_lowest(egraph: &Graph, zero_point: Id) -> bool {
+pub(crate) fn zero_point_is_lowest(egraph: &Graph, zero_point: Id) -> bool {
     let Some(t) = constant_of(egraph, zero_point) else { return false };
     let Some(values) = tensor::to_i64(t) else { return false };
     let lowest = match tensor::dtype(t) {
@@ -831,7 +740,7 @@ pub(super) fn zero_point_is_lowest(egraph: &Graph, zero_point: Id) -> bool {
 /// Guard: clipping to [lo, hi] changes nothing once the value is quantized
 /// with (scale, zero point): lo rounds to or below the lowest level and hi
 /// to or above the highest.
-pub(super) fn clip_within_quantized_range(egraph: &Graph, lo: Id, hi: Id, scale: Id, zero_point: Id) -> bool {
+pub(crate) fn clip_within_quantized_range(egraph: &Graph, lo: Id, hi: Id, scale: Id, zero_point: Id) -> bool {
     let scalar = |id: Id| -> Option<f64> {
         let values = tensor::to_f64(constant_of(egraph, id)?)?;
         (values.len() == 1).then(|| values[0])
@@ -881,12 +790,16 @@ pub fn is_integer_max_pool(egraph: &Graph, class: Id, node: &Onnx) -> bool {
 }
 
 /// Whether an e-node is a quantized alternative of its class: a weight-only
-/// layer (an approximation) or a DequantizeLinear reading an integer node.
+/// layer (this family's approximation) or a DequantizeLinear reading an
+/// integer node.
 pub fn is_quantized_alternative(egraph: &Graph, node: &Onnx) -> bool {
+    let ours = |approximation: &Approximation| {
+        egraph.analysis.alternatives.get(*approximation).is_some_and(|record| record.family == NAME)
+    };
     match node {
-        Onnx::Approx(..) => true,
+        Onnx::Approx(approximation, _) => ours(approximation),
         Onnx::Op(op, children) if op.as_str() == "DequantizeLinear" => {
-            egraph[children[0]].nodes.iter().any(|n| matches!(n, Onnx::Approx(..)))
+            egraph[children[0]].nodes.iter().any(|n| matches!(n, Onnx::Approx(a, _) if ours(a)))
         }
         _ => false,
     }

@@ -10,10 +10,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::egraph::quantize::QuantSettings;
-use crate::eval::calibrate::RangeMethod;
+use crate::eval::statistics::{CalibrationSummary, RANDOM_SOURCE};
+use crate::families::quantize::kernel_check::{KernelDeparture, SaturatingLayer};
+use crate::families::quantize::QuantSettings;
 use crate::ir::graph::{Graph, Model, ValueId};
-use crate::kernel_check::{KernelDeparture, SaturatingLayer};
 
 /// The quantization section of the report.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -31,21 +31,8 @@ pub struct QuantizationReport {
     pub widened_bias: Vec<WidenedBias>,
     /// Quantized layers whose bias takes back the mean shift that rounding
     /// their weights causes on the calibration data (bias correction, see
-    /// [`crate::weights::bias_correction`]).
+    /// [`crate::families::quantize::bias_correction`]).
     pub bias_corrected: Vec<String>,
-}
-
-/// [`CalibrationSummary::source`] when no `--calib` folder was given.
-pub const RANDOM_SOURCE: &str = "random";
-
-/// Where the activation ranges came from.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct CalibrationSummary {
-    /// The `--calib` folder, or `random` (seeded inputs: ranges will not
-    /// match real data).
-    pub source: String,
-    pub samples: usize,
-    pub method: RangeMethod,
 }
 
 /// The weighted layers of the written model (Conv, ConvTranspose, Gemm and
@@ -61,13 +48,13 @@ pub struct LayerForms {
 }
 
 /// ONNX Runtime's integer kernels against its reference semantics (see
-/// [`crate::kernel_check`]).
+/// [`crate::families::quantize::kernel_check`]).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct KernelCheck {
     /// The whole model as first quantized, with int8 weights.
     pub signed: KernelDeparture,
     /// Layers whose fused kernel, run alone with int8 weights, saturated
-    /// (see [`crate::kernel_check::NOISE_POWER_SHARE`]): the written model
+    /// (see [`crate::families::quantize::kernel_check::NOISE_POWER_SHARE`]): the written model
     /// stores their weights as uint8.
     pub saturating: Vec<SaturatingLayer>,
     /// The whole model as written, when some layers' weights became uint8.
