@@ -300,7 +300,9 @@ pub fn optimize(
     let sensitivity: std::collections::BTreeMap<String, f64> = candidates[1]
         .2
         .as_ref()
-        .map(|report| report.layer_sensitivity.iter().map(|l| (l.value.clone(), l.error)).collect())
+        .map(|report| {
+            report.layer_sensitivity.iter().flat_map(|l| l.keys.iter().map(|k| (k.clone(), l.error))).collect()
+        })
         .unwrap_or_default();
     for _ in 0..WIDEN_ATTEMPTS {
         let Some(budget) = widened else { break };
@@ -546,7 +548,7 @@ fn optimize_once(
         let measured = egraph::sensitivity::measure(&model, options, &compression.probe).map_err(engine_error)?;
         let mut measured_options = options.clone();
         if let Some(c) = measured_options.compression.as_mut() {
-            c.measured_errors = measured.by_value_name;
+            c.measured_errors = measured.by_alternative;
         }
         let (optimized, report) = optimize_once(model, path, fixed, &measured_options)?;
         return Ok((optimized, report.map(|r| EngineReport { layer_sensitivity: measured.layers, ..r })));

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use egg::Id;
+use egg::{Id, Language};
 use serde::Serialize;
 
 use super::analysis::Graph;
@@ -41,6 +41,11 @@ pub struct Alternative {
     pub error: f64,
     /// Whether [`error`](Self::error) was measured on the model's output.
     pub measured: bool,
+    /// The family's estimate does not bound the alternative's effect on the
+    /// model's output (a layer's own output error, which later layers may
+    /// amplify): where errors are measured, an unmeasured one is not chosen.
+    #[serde(skip)]
+    pub needs_measurement: bool,
     /// It replaces a layer the user excluded (`--exclude`): never chosen.
     #[serde(skip)]
     pub excluded: bool,
@@ -109,12 +114,17 @@ impl Alternatives {
     }
 
     /// Replaces the error of every alternative `measured` gives one for
-    /// (`measured(record)`: the output error measured with it alone).
+    /// (`measured(record)`: the output error measured with it alone); one
+    /// that needs a measurement and got none is excluded.
     pub fn set_measured_errors(&mut self, mut measured: impl FnMut(&Alternative) -> Option<f64>) {
         for record in &mut self.records {
-            if let Some(error) = measured(record) {
-                record.error = error;
-                record.measured = true;
+            match measured(record) {
+                Some(error) => {
+                    record.error = error;
+                    record.measured = true;
+                }
+                None if record.needs_measurement => record.excluded = true,
+                None => {}
             }
         }
     }
@@ -128,12 +138,31 @@ impl Alternatives {
         self.get(approximation).is_some_and(|r| r.excluded)
     }
 
-    /// Marks the alternatives `excluded(record)` says replace an excluded layer.
+    /// Also excludes the alternatives `excluded(record)` says replace an excluded layer.
     pub fn exclude(&mut self, mut excluded: impl FnMut(&Alternative) -> bool) {
         for record in &mut self.records {
-            record.excluded = excluded(record);
+            record.excluded |= excluded(record);
         }
     }
+}
+
+/// The name a measured error is kept under ([`super::Compression::measured_errors`]):
+/// the replaced layer's value name with the alternative's family and
+/// details, which stay the same when the model is saturated again.
+pub fn measured_key(value: &str, alternative: &Alternative) -> String {
+    format!("{value}|{}|{}", alternative.family, alternative.details)
+}
+
+/// The alternative an e-node of a layer's class stands for: an approximation
+/// itself, or a node reading one as its first input (a DequantizeLinear of
+/// an integer layer).
+pub fn approximation_of(egraph: &Graph, node: &super::language::Onnx) -> Option<Approximation> {
+    use super::language::Onnx;
+    let of = |n: &Onnx| match n {
+        Onnx::Approx(a @ Approximation::Alternative(_), _) => Some(*a),
+        _ => None,
+    };
+    of(node).or_else(|| egraph[*node.children().first()?].nodes.iter().find_map(of))
 }
 
 /// Layers every compression family leaves alone (`--exclude`).
@@ -173,6 +202,7 @@ mod tests {
             is_layer: true,
             error,
             measured: false,
+            needs_measurement: false,
             excluded: false,
             details: serde_json::json!({"form": "x"}),
         }

@@ -148,8 +148,8 @@ pub struct Compression {
     /// A few calibration samples, kept to measure each alternative's effect
     /// on the output and to probe the written model.
     pub probe: Vec<Vec<crate::eval::NamedTensor>>,
-    /// The output error measured with each layer's alternative alone, by
-    /// the layer's output value name (filled by [`sensitivity::measure`]
+    /// The output error measured with each alternative alone, by
+    /// [`alternatives::measured_key`] (filled by [`sensitivity::measure`]
     /// when `--budget` is finite; else the families' estimates stand).
     pub measured_errors: std::collections::BTreeMap<String, f64>,
     /// The input shapes latencies are measured at where the model leaves
@@ -485,24 +485,26 @@ pub(crate) fn saturate(model: &Model, options: &Options) -> Result<Saturated, Eg
     Ok(Saturated { built, saturation, specs, log, build_seconds, saturate_seconds })
 }
 
-/// Charges each alternative that replaces a layer whose output error was
-/// measured (by a value name of the layer) that error instead of its estimate.
+/// Charges each alternative whose output error was measured (by a value
+/// name of the layer it replaces: [`alternatives::measured_key`]) that error
+/// instead of its estimate.
 fn set_measured_errors(
     egraph: &mut analysis::Graph,
     value_names: &[(egg::Id, String)],
     measured: &std::collections::BTreeMap<String, f64>,
 ) {
-    let mut by_class: HashMap<egg::Id, f64> = HashMap::new();
+    let mut names: HashMap<egg::Id, Vec<&str>> = HashMap::new();
     for (class, name) in value_names {
-        if let Some(&error) = measured.get(name) {
-            by_class.entry(egraph.find(*class)).or_insert(error);
-        }
+        names.entry(egraph.find(*class)).or_default().push(name);
     }
     let errors: Vec<Option<f64>> = egraph
         .analysis
         .alternatives
         .iter()
-        .map(|(_, record)| record.replaces.iter().find_map(|&class| by_class.get(&egraph.find(class)).copied()))
+        .map(|(_, record)| {
+            let mut names = record.replaces.iter().flat_map(|&class| names.get(&egraph.find(class))).flatten();
+            names.find_map(|name| measured.get(&alternatives::measured_key(name, record)).copied())
+        })
         .collect();
     let mut errors = errors.into_iter();
     egraph.analysis.alternatives.set_measured_errors(|_| errors.next().flatten());

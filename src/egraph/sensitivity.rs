@@ -15,6 +15,7 @@ use egg::{Id, Language};
 use prost::Message;
 use serde::Serialize;
 
+use super::alternatives::{approximation_of, Approximation};
 use super::analysis::Graph;
 use super::extract::{self, Choice, NodeCosts};
 use super::language::Onnx;
@@ -36,10 +37,15 @@ const SIDE_BY_SIDE_BYTES: u64 = 6 << 30;
 pub struct LayerSensitivity {
     /// The layer's output value.
     pub value: String,
+    /// The alternative measured: its family's details (form, rank, ...).
+    pub alternative: serde_json::Value,
     /// Relative L2 distance of the model outputs from the float model's.
     pub error: f64,
     /// Why ONNX Runtime could not run the variant, when it could not.
     pub failure: Option<String>,
+    /// The keys its error is kept under, one per value name of the layer.
+    #[serde(skip)]
+    pub keys: Vec<String>,
 }
 
 /// What [`measure`] found.
@@ -47,9 +53,9 @@ pub struct LayerSensitivity {
 pub struct Sensitivities {
     /// Per layer, in class order.
     pub layers: Vec<LayerSensitivity>,
-    /// The measured errors by every value name of each layer's class, as
+    /// The measured errors by [`super::alternatives::measured_key`], as
     /// [`super::Compression::measured_errors`] takes them.
-    pub by_value_name: BTreeMap<String, f64>,
+    pub by_alternative: BTreeMap<String, f64>,
 }
 
 /// Measures every layer that has a compressed alternative, in class order.
@@ -89,13 +95,26 @@ pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> 
     costs.prefer(|_, node| !compression.offers(egraph, node));
     let float_choice = extract::extract(&costs, egraph, built.root, f64::INFINITY)?;
     // A class the float graph does not use (fused into another) is no layer of it.
-    let variants: Vec<(Id, Choice)> = layers
+    // Each alternative of each layer the float graph uses (a class fused
+    // into another is no layer of it), measured alone.
+    let variants: Vec<(Id, Approximation, Choice)> = layers
         .into_iter()
         .filter(|class| float_choice.chosen.contains_key(class))
-        .filter_map(|class| Some((class, with_layer_compressed(egraph, &compression, &float_choice, class)?)))
+        .flat_map(|class| {
+            let float_choice = &float_choice;
+            let compression = &compression;
+            alternatives_of(egraph, compression, class).into_iter().filter_map(move |(approximation, node)| {
+                Some((class, approximation, with_alternative(egraph, compression, float_choice, class, node)?))
+            })
+        })
         .collect();
-    let measure_variant = |(class, choice): &(Id, Choice)| {
+    let measure_variant = |(class, approximation, choice): &(Id, Approximation, Choice)| {
         let value = names[class][0].to_string();
+        let record = egraph.analysis.alternatives.get(*approximation);
+        let alternative = record.map_or(serde_json::Value::Null, |r| r.details.clone());
+        let keys: Vec<String> = record
+            .map(|r| names[class].iter().map(|name| super::alternatives::measured_key(name, r)).collect())
+            .unwrap_or_default();
         let run = export::export(model, built, choice)
             .map_err(|e| e.to_string())
             .and_then(|mut variant| {
@@ -114,9 +133,11 @@ pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> 
         match run {
             Ok(outputs) => {
                 let pairs: Vec<_> = outputs.into_iter().zip(expected.iter().cloned()).collect();
-                LayerSensitivity { value, error: runs_relative_l2(&pairs), failure: None }
+                LayerSensitivity { value, alternative, error: runs_relative_l2(&pairs), failure: None, keys }
             }
-            Err(reason) => LayerSensitivity { value, error: UNRUNNABLE_ERROR, failure: Some(reason) },
+            Err(reason) => {
+                LayerSensitivity { value, alternative, error: UNRUNNABLE_ERROR, failure: Some(reason), keys }
+            }
         }
     };
     // Each variant holds about three copies of the weights at once (the
@@ -125,22 +146,40 @@ pub fn measure(model: &Model, options: &Options, probe: &[Vec<NamedTensor>]) -> 
     let side_by_side = usize::try_from(SIDE_BY_SIDE_BYTES / variant_bytes).unwrap_or(usize::MAX).max(1);
     let mut measured = Sensitivities::default();
     let sensitivities = crate::parallel::side_by_side(&variants, side_by_side, measure_variant);
-    for ((class, _), layer) in variants.iter().zip(sensitivities) {
-        measured.by_value_name.extend(names[class].iter().map(|name| (name.to_string(), layer.error)));
+    for layer in sensitivities {
+        measured.by_alternative.extend(layer.keys.iter().map(|key| (key.clone(), layer.error)));
         measured.layers.push(layer);
     }
     Ok(measured)
 }
 
-/// The float choice with `layer`'s compressed alternative chosen instead, and
-/// the classes that alternative adds chosen in float form (a quantized
+/// The distinct alternatives of `layer`'s class, each with the e-node to
+/// measure it by: the one that is not an approximation itself when there
+/// are two (a Gemm's QGemm with a quantized output, beside the one
+/// returning float, whose error is the smaller).
+fn alternatives_of<'a>(egraph: &'a Graph, compression: &Compression, layer: Id) -> Vec<(Approximation, &'a Onnx)> {
+    let mut found: Vec<(Approximation, &Onnx)> = Vec::new();
+    for node in egraph[layer].nodes.iter().filter(|node| compression.is_layer_alternative(egraph, node)) {
+        let Some(approximation) = approximation_of(egraph, node) else { continue };
+        match found.iter_mut().find(|(a, _)| *a == approximation) {
+            Some(entry) if matches!(entry.1, Onnx::Approx(..)) && !matches!(node, Onnx::Approx(..)) => entry.1 = node,
+            Some(_) => {}
+            None => found.push((approximation, node)),
+        }
+    }
+    found
+}
+
+/// The float choice with `node` (an alternative of `layer`) chosen instead,
+/// and the classes that alternative adds chosen in float form (a quantized
 /// input read through a QuantizeLinear, not another layer's integer output).
-fn with_layer_compressed(egraph: &Graph, compression: &Compression, float: &Choice, layer: Id) -> Option<Choice> {
-    // The form that is not an approximation itself when there are two (a
-    // Gemm's QGemm with a quantized output, beside the one returning float):
-    // its error is the larger.
-    let alternatives = || egraph[layer].nodes.iter().filter(|node| compression.is_layer_alternative(egraph, node));
-    let node = alternatives().find(|node| !matches!(node, Onnx::Approx(..))).or_else(|| alternatives().next())?;
+fn with_alternative(
+    egraph: &Graph,
+    compression: &Compression,
+    float: &Choice,
+    layer: Id,
+    node: &Onnx,
+) -> Option<Choice> {
     let mut choice = float.clone();
     let mut visiting = HashSet::from([layer]);
     let mut pending = vec![(layer, node)];

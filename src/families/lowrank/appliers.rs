@@ -103,6 +103,8 @@ fn offer_factors(egraph: &mut Graph, root: Id, output: Id, layer: &Layer, share:
         is_layer: true,
         error: factors.error,
         measured: false,
+        // A layer's own output error says little of the model's.
+        needs_measurement: true,
         excluded: false,
         details,
     };

@@ -160,8 +160,17 @@ fn settings(egraph: &Graph) -> Option<&QuantSettings> {
 /// alone replaces it when `--budget` is finite).
 fn offer_form(egraph: &mut Graph, layer: Id, is_layer: bool, error: f64, details: serde_json::Value) -> Approximation {
     let replaces = vec![layer];
-    let alternative =
-        Alternative { family: NAME, replaces, is_layer, error, measured: false, excluded: false, details };
+    let alternative = Alternative {
+        family: NAME,
+        replaces,
+        is_layer,
+        error,
+        measured: false,
+        // The rounding-error estimates stand where no layer was measured.
+        needs_measurement: false,
+        excluded: false,
+        details,
+    };
     offer(egraph, alternative)
 }
 
