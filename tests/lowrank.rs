@@ -103,3 +103,96 @@ fn a_share_outside_0_1_is_exit_2_with_nothing_written() {
         assert!(!out.exists());
     }
 }
+
+/// On the trained convolutions of PP-OCR's recognizer (its own test input), data-aware
+/// factors fitted on half of a layer's receptive fields beat the weights'
+/// plain SVD at the same rank on the other half, held out.
+#[test]
+fn data_aware_factors_of_trained_layers_beat_plain_svd_on_held_out_activations() {
+    use pare::eval::statistics::{patches, PatchWindow, SecondMomentAccumulator};
+    use pare::families::lowrank::factor::{rank_for_share, Decomposition};
+    use pare::ir::AttributeList;
+
+    let Some(rec) = common::fetched("ppocr_rec") else { return };
+    let data = pare::eval::read_test_data_set(&rec.path.parent().unwrap().join("test_data_set_0")).unwrap();
+    let model = pare::pipeline::load(&rec.path, &[]).unwrap().model;
+    let graph = &model.graph;
+    // The group-1 convolutions whose receptive field fits a second moment.
+    let layers: Vec<&pare::ir::Node> = graph
+        .nodes
+        .node_weights()
+        .filter(|n| n.op_type == "Conv" && n.attr_int("group").unwrap_or(1) == 1)
+        .filter(|n| {
+            let w = graph.constant(n.inputs[1].unwrap()).unwrap();
+            w.dims.len() == 4 && w.dims[1] * w.dims[2] * w.dims[3] <= 2304 && w.dims[0] >= 32
+        })
+        .collect();
+    assert!(layers.len() >= 3, "{} convolutions", layers.len());
+    let inputs: Vec<String> = layers.iter().map(|n| graph.value(n.inputs[0].unwrap()).name.clone()).collect();
+    let proto = pare::ir::export(model.clone()).unwrap();
+    let evaluator = pare::eval::EvaluatorBuilder::new().captures(&inputs).build_from_model(&proto, "rec").unwrap();
+    let captured = evaluator.run(&data.inputs).unwrap();
+    let mut wins = 0;
+    for (layer, input) in layers.iter().zip(&inputs) {
+        let weight = graph.constant(layer.inputs[1].unwrap()).unwrap();
+        let dims: Vec<usize> = weight.dims.iter().map(|&d| d as usize).collect();
+        let (kernel, width) = ([dims[2], dims[3]], dims[1] * dims[2] * dims[3]);
+        let w = ndarray::Array2::from_shape_vec(
+            (dims[0], width),
+            pare::ir::tensor::to_f64(weight).unwrap().iter().map(|&v| v as f32).collect(),
+        )
+        .unwrap();
+        let value = captured.iter().find(|t| &t.name == input).unwrap();
+        let shape = value.tensor.shape();
+        let geometry = pare::ir::conv_geometry::ConvGeometry::new(*layer, &shape[2..], &kernel).unwrap();
+        let window = PatchWindow {
+            strides: [geometry.strides[0], geometry.strides[1]],
+            dilations: [geometry.dilations[0], geometry.dilations[1]],
+            pads_begin: [geometry.pads_begin[0], geometry.pads_begin[1]],
+            output: [geometry.output[0], geometry.output[1]],
+        };
+        let image = value.tensor.as_f32().unwrap();
+        let all = patches(&image[..shape[1] * shape[2] * shape[3]], [shape[1], shape[2], shape[3]], kernel, &window, 1);
+        // Even positions to fit, odd ones held out.
+        let (mut fit, mut held_out) = (Vec::new(), Vec::new());
+        for (i, patch) in all.chunks(width).enumerate() {
+            if i % 2 == 0 {
+                fit.extend_from_slice(patch)
+            } else {
+                held_out.extend_from_slice(patch)
+            }
+        }
+        let mut moment = SecondMomentAccumulator::default();
+        moment.add(&fit, width);
+        let moment = moment.finish().unwrap();
+        let Some(rank) = rank_for_share(0.5, width, dims[0], 8) else { continue };
+        let x = ndarray::Array2::from_shape_vec((held_out.len() / width, width), held_out).unwrap();
+        let exact = x.dot(&w.t());
+        if x.nrows() < 16 || exact.iter().all(|v| *v == 0.0) {
+            continue; // too few held-out fields (a pooled map) to compare on
+        }
+        let error = |aware: bool| {
+            let d = Decomposition::new(w.clone(), aware.then_some(&moment)).unwrap();
+            let f = d.factors(rank).unwrap();
+            let mut approx = x.dot(&f.second.dot(&f.first).t());
+            if let Some(shift) = &f.bias_shift {
+                approx
+                    .rows_mut()
+                    .into_iter()
+                    .for_each(|mut row| row.iter_mut().zip(shift).for_each(|(v, s)| *v += *s as f32));
+            }
+            let diff: f64 = (&exact - &approx).iter().map(|v| f64::from(*v).powi(2)).sum();
+            let norm: f64 = exact.iter().map(|v| f64::from(*v).powi(2)).sum();
+            (diff / norm).sqrt()
+        };
+        let (plain, aware) = (error(false), error(true));
+        eprintln!(
+            "{} rank {rank} of {}: plain {plain:.4} data-aware {aware:.4} (held out)",
+            layer.name,
+            dims[0].min(width)
+        );
+        assert!(aware < plain, "{}: data-aware {aware} vs plain {plain}", layer.name);
+        wins += 1;
+    }
+    assert!(wins >= 3, "{wins} layers compared");
+}
