@@ -34,10 +34,6 @@ pub struct ClassFacts {
     /// Its elementwise mean on the calibration data (an index into
     /// [`Facts::means`]), when bias correction needs it.
     pub mean: Option<usize>,
-    /// For a layer's output: the second moment of the layer's input vectors
-    /// on the calibration data (an index into [`Facts::second_moments`]),
-    /// when data-aware factorization needs it.
-    pub second_moment: Option<usize>,
 }
 
 impl ClassFacts {
@@ -114,8 +110,10 @@ pub struct Facts {
     pub alternatives: super::alternatives::Alternatives,
     /// Calibration means of values, as [`ClassFacts::mean`] indexes them.
     pub means: Vec<std::sync::Arc<MeanActivation>>,
-    /// Second moments of layer inputs, as [`ClassFacts::second_moment`] indexes them.
-    pub second_moments: Vec<std::sync::Arc<crate::eval::statistics::SecondMoment>>,
+    /// Second moments of layer inputs on the calibration data: the input's
+    /// class (as added: look it up through `find`), how its vectors are taken
+    /// ([`crate::eval::statistics::MomentVectors::key`]) and the moment.
+    pub second_moments: Vec<(Id, String, std::sync::Arc<crate::eval::statistics::SecondMoment>)>,
     /// The class of each node a family added in place of a layer's node →
     /// that layer's class and the operator it had (export names the new
     /// node after it). Ids as added: look them up through `find`.
@@ -334,8 +332,7 @@ impl egg::Analysis<Onnx> for Facts {
         }
         changed = changed | fill(&mut a.constant, b.constant);
         changed = changed | fill(&mut a.range, b.range);
-        changed = changed | fill(&mut a.mean, b.mean);
-        changed | fill(&mut a.second_moment, b.second_moment)
+        changed | fill(&mut a.mean, b.mean)
     }
 }
 

@@ -136,8 +136,8 @@ pub struct Compression {
     pub ranges: std::collections::BTreeMap<String, crate::eval::calibrate::ActivationRange>,
     /// Calibration means of the values families read them for (by name).
     pub means: std::collections::BTreeMap<String, std::sync::Arc<crate::eval::statistics::MeanActivation>>,
-    /// The second moment of each layer's input vectors, by the layer's output
-    /// value name (data-aware factorization).
+    /// Second moments of layers' input vectors, by
+    /// [`crate::eval::statistics::moment_key`] (data-aware factorization).
     pub second_moments: std::collections::BTreeMap<String, std::sync::Arc<crate::eval::statistics::SecondMoment>>,
     /// Where the statistics came from, for the report (`None`: not calibrated).
     pub calibration: Option<crate::eval::statistics::CalibrationSummary>,
@@ -452,9 +452,10 @@ pub(crate) fn saturate(model: &Model, options: &Options) -> Result<Saturated, Eg
                 egraph[*class].data.mean = Some(egraph.analysis.means.len());
                 egraph.analysis.means.push(mean.clone());
             }
-            if let Some(moment) = compression.second_moments.get(name) {
-                egraph[*class].data.second_moment = Some(egraph.analysis.second_moments.len());
-                egraph.analysis.second_moments.push(moment.clone());
+            let prefix = format!("{name}|");
+            for (key, moment) in compression.second_moments.range(prefix.clone()..) {
+                let Some(vectors) = key.strip_prefix(&prefix) else { break };
+                egraph.analysis.second_moments.push((*class, vectors.to_string(), moment.clone()));
             }
         }
     }

@@ -244,7 +244,7 @@ pub struct Calibration {
     /// all had the same dims and finite values).
     #[serde(skip)]
     pub means: BTreeMap<String, Arc<MeanActivation>>,
-    /// The second moments asked for, by [`MomentRequest::layer`] (those whose
+    /// The second moments asked for, by [`MomentRequest::key`] (those whose
     /// samples all had the same shapes and finite values).
     #[serde(skip)]
     pub second_moments: BTreeMap<String, Arc<SecondMoment>>,
@@ -304,7 +304,7 @@ pub fn calibrate(
     let second_moments = moments
         .iter()
         .zip(products)
-        .filter_map(|(request, product)| Some((request.layer.clone(), Arc::new(product.finish()?))))
+        .filter_map(|(request, product)| Some((request.key(), Arc::new(product.finish()?))))
         .collect();
     Ok(Calibration { method, samples: count, ranges, means, second_moments })
 }

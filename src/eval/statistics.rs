@@ -193,15 +193,21 @@ pub fn patches(image: &[f32], input: [usize; 3], kernel: [usize; 2], window: &Pa
     out
 }
 
+/// The name the second moment of `input`'s vectors is kept under.
+pub fn moment_key(input: &str, vectors: &MomentVectors) -> String {
+    format!("{input}|{}", vectors.key())
+}
+
 /// Vectors taken from one sample at most (evenly spaced beyond that): a
 /// second moment needs many vectors, not every one of a large feature map.
 pub const MAX_VECTORS_PER_SAMPLE: usize = 4096;
 
-/// A second moment a family asks calibration for: of the vectors the layer
-/// computing `layer` (a value name, the key it is kept under) reads from `input`.
+/// A second moment a family asks calibration for: of the vectors a layer
+/// reads from the value `input`, split as `vectors` says. Layers that read
+/// the same value the same way share it, whatever rewrites made of them (a
+/// Conv with a BatchNormalization folded in reads what the Conv read).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MomentRequest {
-    pub layer: String,
     pub input: String,
     pub vectors: MomentVectors,
 }
@@ -216,7 +222,38 @@ pub enum MomentVectors {
     Patches { channels: usize, kernel: [usize; 2], attributes: Vec<crate::onnx::proto::AttributeProto> },
 }
 
+impl MomentVectors {
+    /// How the vectors are taken, as text: the width of rows, or a
+    /// convolution's channels, kernel and the attributes that place its taps.
+    pub fn key(&self) -> String {
+        match self {
+            MomentVectors::Rows { width } => format!("rows {width}"),
+            MomentVectors::Patches { channels, kernel, attributes } => {
+                let mut placement: Vec<String> = attributes
+                    .iter()
+                    .filter(|a| matches!(a.name.as_deref(), Some("strides" | "pads" | "dilations" | "auto_pad")))
+                    .map(|a| {
+                        format!(
+                            "{}={:?}{}",
+                            a.name.as_deref().unwrap_or(""),
+                            a.ints,
+                            String::from_utf8_lossy(a.s.as_deref().unwrap_or(&[]))
+                        )
+                    })
+                    .collect();
+                placement.sort();
+                format!("patches {channels}x{}x{} {}", kernel[0], kernel[1], placement.join(" "))
+            }
+        }
+    }
+}
+
 impl MomentRequest {
+    /// The name its second moment is kept under: the input and how it splits.
+    pub fn key(&self) -> String {
+        moment_key(&self.input, &self.vectors)
+    }
+
     /// Adds one captured value of `input` (with `dims`) to `accumulator`.
     pub fn add(&self, accumulator: &mut SecondMomentAccumulator, dims: &[usize], values: &[f32]) {
         match &self.vectors {

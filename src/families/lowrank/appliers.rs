@@ -24,6 +24,7 @@ use crate::egraph::analysis::{attrs_of, is_absent, Graph, OpAttrs, StandIn};
 use crate::egraph::appliers::var;
 use crate::egraph::language::Onnx;
 use crate::egraph::nodes::{add_typed_op, add_weight, float_weight};
+use crate::eval::statistics::MomentVectors;
 use crate::ir::{attribute, tensor, AttributeList, DataType, Dim, Shape};
 
 fn settings(egraph: &Graph) -> Option<&LowrankSettings> {
@@ -59,8 +60,9 @@ impl Layer {
     }
 }
 
-/// The factors of each rank the settings ask for (distinct ranks only).
-fn factorizations(egraph: &Graph, root: Id, layer: &Layer) -> Option<Vec<(f64, Factors)>> {
+/// The factors of each rank the settings ask for (distinct ranks only),
+/// data-aware when calibration measured how the layer reads `reads`.
+fn factorizations(egraph: &Graph, reads: Id, vectors: &MomentVectors, layer: &Layer) -> Option<Vec<(f64, Factors)>> {
     let settings = settings(egraph)?;
     let (out, input) = layer.weights.dim();
     let mut ranks: Vec<(f64, usize)> = Vec::new();
@@ -74,12 +76,14 @@ fn factorizations(egraph: &Graph, root: Id, layer: &Layer) -> Option<Vec<(f64, F
     if ranks.is_empty() {
         return None;
     }
-    let moment = egraph[root]
-        .data
-        .second_moment
+    let (reads, key) = (egraph.find(reads), vectors.key());
+    let moment = egraph
+        .analysis
+        .second_moments
+        .iter()
         .filter(|_| settings.data_aware)
-        .and_then(|index| egraph.analysis.second_moments.get(index))
-        .cloned();
+        .find(|(class, vectors, _)| egraph.find(*class) == reads && *vectors == key)
+        .map(|(_, _, moment)| moment.clone());
     let decomposition = Decomposition::new(layer.weights.clone(), moment.as_deref()).ok()?;
     ranks.into_iter().map(|(share, rank)| Some((share, decomposition.factors(rank).ok()?))).collect()
 }
@@ -109,6 +113,7 @@ fn offer_factors(egraph: &mut Graph, root: Id, output: Id, layer: &Layer, share:
         details,
     };
     let approximation = offer(egraph, alternative);
+    mark_factor(egraph, output);
     egraph.analysis.stand_ins.insert(output, StandIn { layer: root, op: layer.op });
     let approximate = egraph.add(Onnx::Approx(approximation, [output]));
     egraph.union(root, approximate);
@@ -165,7 +170,7 @@ pub(crate) fn factorize_matmul(egraph: &mut Graph, root: Id, subst: &Subst, _op:
     // x·W maps each row of K to N: as W_lin (out × in) = Wᵀ.
     let layer = Layer { op: "MatMul", weights: matrix(&values, k, n)?.reversed_axes(), vectors };
     let mut offered = None;
-    for (share, factors) in factorizations(egraph, root, &layer)? {
+    for (share, factors) in factorizations(egraph, x, &MomentVectors::Rows { width: k }, &layer)? {
         let (a, b) = (factors.first.t().to_owned(), factors.second.t().to_owned());
         let (a, b) = (weight_leaf(egraph, &a), weight_leaf(egraph, &b));
         let middle = with_dim(&x_shape, x_shape.rank() - 1, factors.rank);
@@ -198,8 +203,9 @@ pub(crate) fn factorize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: O
     let weights = if trans_b { weights } else { weights.reversed_axes() };
     let layer = Layer { op: "Gemm", weights, vectors: known_product(&x_shape.0[..1]) };
     let no_bias = is_absent(egraph, c);
+    let width = layer.weights.ncols();
     let mut offered = None;
-    for (share, factors) in factorizations(egraph, root, &layer)? {
+    for (share, factors) in factorizations(egraph, x, &MomentVectors::Rows { width }, &layer)? {
         let (a, b) = (factors.first.t().to_owned(), factors.second.t().to_owned());
         let (a, b) = (weight_leaf(egraph, &a), weight_leaf(egraph, &b));
         let first_attrs = attributes(egraph, OpAttrs::default());
@@ -238,8 +244,10 @@ pub(crate) fn factorize_conv(egraph: &mut Graph, root: Id, subst: &Subst, _op: O
     };
     let vectors = known_product(&[out_shape.0[0].clone(), out_shape.0[2].clone(), out_shape.0[3].clone()]);
     let layer = Layer { op: "Conv", weights: matrix(&values, cout, patch)?, vectors };
+    let receptive_fields =
+        MomentVectors::Patches { channels: dims[1], kernel: [dims[2], dims[3]], attributes: conv.attributes.clone() };
     let mut offered = None;
-    for (share, factors) in factorizations(egraph, root, &layer)? {
+    for (share, factors) in factorizations(egraph, x, &receptive_fields, &layer)? {
         let rank = factors.rank;
         // r × (Cin·kh·kw), row-major, is the [r, Cin, kh, kw] weight.
         let first_dims = [rank as i64, dims[1] as i64, dims[2] as i64, dims[3] as i64];

@@ -16,9 +16,7 @@ pub fn moment_requests(model: &Model) -> Vec<MomentRequest> {
     let graph = &model.graph;
     let mut requests = Vec::new();
     for node in graph.nodes.node_weights().filter(|n| n.domain.is_empty()) {
-        let (Some(Some(x)), Some(Some(w)), Some(Some(output))) =
-            (node.inputs.first(), node.inputs.get(1), node.outputs.first())
-        else {
+        let (Some(Some(x)), Some(Some(w))) = (node.inputs.first(), node.inputs.get(1)) else {
             continue;
         };
         let input = graph.value(*x);
@@ -49,7 +47,10 @@ pub fn moment_requests(model: &Model) -> Vec<MomentRequest> {
         if width == 0 || width > MAX_MOMENT_WIDTH {
             continue;
         }
-        requests.push(MomentRequest { layer: graph.value(*output).name.clone(), input: input.name.clone(), vectors });
+        let request = MomentRequest { input: input.name.clone(), vectors };
+        if !requests.contains(&request) {
+            requests.push(request);
+        }
     }
     requests
 }
