@@ -121,8 +121,8 @@ impl Family for Quantize {
         Some(enabled.settings::<QuantSettings>().map_or(QUANT_OPSET, |s| s.opset().max(QUANT_OPSET)))
     }
 
-    /// The ranges of what integer layers read and write (static mode), and
-    /// the mean inputs of the layers whose bias is corrected.
+    /// The ranges of what integer layers read and write (asked in both modes,
+    /// see below), and the mean inputs of the layers whose bias is corrected.
     fn statistics(&self, enabled: &Enabled, model: &Model) -> StatisticsRequest {
         let Some(settings) = enabled.settings::<QuantSettings>() else { return StatisticsRequest::default() };
         // Weight-only layers need no ranges, but capturing the same values in
