@@ -129,10 +129,6 @@ impl Alternatives {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
     /// Whether an approximation replaces an excluded layer.
     pub fn is_excluded(&self, approximation: Approximation) -> bool {
         self.get(approximation).is_some_and(|r| r.excluded)

@@ -262,11 +262,6 @@ impl Sections {
     pub fn get(&self, key: &str) -> Option<&dyn family::Section> {
         self.0.iter().find(|s| s.key() == key).map(|s| s.as_ref())
     }
-
-    /// The section with this key, to change.
-    pub fn get_mut(&mut self, key: &str) -> Option<&mut Box<dyn family::Section>> {
-        self.0.iter_mut().find(|s| s.key() == key)
-    }
 }
 
 impl Serialize for Sections {
@@ -486,6 +481,18 @@ pub(crate) fn saturate(model: &Model, options: &Options) -> Result<Saturated, Eg
     Ok(Saturated { built, saturation, specs, log, build_seconds, saturate_seconds })
 }
 
+/// Every value name of each class (canonical ids).
+fn names_by_class<'a>(
+    egraph: &analysis::Graph,
+    value_names: &'a [(egg::Id, String)],
+) -> HashMap<egg::Id, Vec<&'a str>> {
+    let mut names: HashMap<egg::Id, Vec<&str>> = HashMap::new();
+    for (class, name) in value_names {
+        names.entry(egraph.find(*class)).or_default().push(name);
+    }
+    names
+}
+
 /// Charges each alternative whose output error was measured (by a value
 /// name of the layer it replaces: [`alternatives::measured_key`]) that error
 /// instead of its estimate.
@@ -494,10 +501,7 @@ fn set_measured_errors(
     value_names: &[(egg::Id, String)],
     measured: &std::collections::BTreeMap<String, f64>,
 ) {
-    let mut names: HashMap<egg::Id, Vec<&str>> = HashMap::new();
-    for (class, name) in value_names {
-        names.entry(egraph.find(*class)).or_default().push(name);
-    }
+    let names = names_by_class(egraph, value_names);
     let errors: Vec<Option<f64>> = egraph
         .analysis
         .alternatives
@@ -519,10 +523,7 @@ fn exclude_layers(built: &mut build::Built, exclude: &[alternatives::Exclusion])
     let marks: Vec<bool> = {
         let egraph = &built.egraph;
         let origins = export::Origins::of(built);
-        let mut names: HashMap<egg::Id, Vec<&str>> = HashMap::new();
-        for (class, name) in &built.value_names {
-            names.entry(egraph.find(*class)).or_default().push(name);
-        }
+        let names = names_by_class(egraph, &built.value_names);
         let excluded = |class: egg::Id| {
             let class = egraph.find(class);
             let value_named = |name: &str| names.get(&class).is_some_and(|n| n.contains(&name));

@@ -11,8 +11,3 @@ pub use crate::egraph::family::{
 
 /// Every compression family pare ships, in the order their rules run.
 pub const REGISTRY: &[&dyn Family] = &[&quantize::Quantize, &lowrank::LowRank];
-
-/// The shipped family called `name`.
-pub fn by_name(name: &str) -> Option<&'static dyn Family> {
-    REGISTRY.iter().copied().find(|family| family.name() == name)
-}

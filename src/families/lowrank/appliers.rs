@@ -154,6 +154,17 @@ fn with_dim(shape: &Shape, axis: usize, size: usize) -> Shape {
     Shape(dims)
 }
 
+/// The first factor of a row-wise map as `MatMul(x, A)` (A = firstᵀ, marked
+/// as a factor), and the leaf of the second factor's matrix B = secondᵀ.
+fn first_matmul(egraph: &mut Graph, x: Id, x_shape: &Shape, attrs: Id, factors: &Factors) -> (Id, Id) {
+    let a = weight_leaf(egraph, &factors.first.t().to_owned());
+    let b = weight_leaf(egraph, &factors.second.t().to_owned());
+    let middle = with_dim(x_shape, x_shape.rank() - 1, factors.rank);
+    let first = add_typed_op(egraph, "MatMul", vec![x, a], attrs, DataType::Float, Some(middle));
+    mark_factor(egraph, first);
+    (first, b)
+}
+
 pub(crate) fn factorize_matmul(egraph: &mut Graph, root: Id, subst: &Subst, _op: Option<Symbol>) -> Option<Id> {
     if already_factorized(egraph, root) {
         return None;
@@ -171,11 +182,7 @@ pub(crate) fn factorize_matmul(egraph: &mut Graph, root: Id, subst: &Subst, _op:
     let layer = Layer { op: "MatMul", weights: matrix(&values, k, n)?.reversed_axes(), vectors };
     let mut offered = None;
     for (share, factors) in factorizations(egraph, x, &MomentVectors::Rows { width: k }, &layer)? {
-        let (a, b) = (factors.first.t().to_owned(), factors.second.t().to_owned());
-        let (a, b) = (weight_leaf(egraph, &a), weight_leaf(egraph, &b));
-        let middle = with_dim(&x_shape, x_shape.rank() - 1, factors.rank);
-        let first = add_typed_op(egraph, "MatMul", vec![x, a], attrs, DataType::Float, Some(middle));
-        mark_factor(egraph, first);
+        let (first, b) = first_matmul(egraph, x, &x_shape, attrs, &factors);
         let output = add_typed_op(egraph, "MatMul", vec![first, b], attrs, DataType::Float, Some(out_shape.clone()));
         offered = Some(offer_factors(egraph, root, output, &layer, share, &factors));
     }
@@ -206,12 +213,8 @@ pub(crate) fn factorize_gemm(egraph: &mut Graph, root: Id, subst: &Subst, _op: O
     let width = layer.weights.ncols();
     let mut offered = None;
     for (share, factors) in factorizations(egraph, x, &MomentVectors::Rows { width }, &layer)? {
-        let (a, b) = (factors.first.t().to_owned(), factors.second.t().to_owned());
-        let (a, b) = (weight_leaf(egraph, &a), weight_leaf(egraph, &b));
-        let first_attrs = attributes(egraph, OpAttrs::default());
-        let middle = with_dim(&x_shape, 1, factors.rank);
-        let first = add_typed_op(egraph, "MatMul", vec![x, a], first_attrs, DataType::Float, Some(middle));
-        mark_factor(egraph, first);
+        let no_attributes = attributes(egraph, OpAttrs::default());
+        let (first, b) = first_matmul(egraph, x, &x_shape, no_attributes, &factors);
         let second_attrs = attributes(egraph, gemm.with(attribute::int("transB", 0)));
         let inputs = if no_bias { vec![first, b] } else { vec![first, b, c] };
         let output = add_typed_op(egraph, "Gemm", inputs, second_attrs, DataType::Float, Some(out_shape.clone()));

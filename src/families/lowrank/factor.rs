@@ -64,11 +64,6 @@ impl Decomposition {
         Ok(Decomposition { u: svd.u, singular_values: svd.singular_values, vt: svd.vt, inverse_sqrt, weights, mean })
     }
 
-    /// Whether the factors minimise the output error on calibration data.
-    pub fn data_aware(&self) -> bool {
-        self.inverse_sqrt.is_some()
-    }
-
     /// The factors of rank `rank` (at most min(out, in)).
     pub fn factors(&self, rank: usize) -> Result<Factors, LinalgError> {
         let k = self.singular_values.len();
