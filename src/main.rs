@@ -91,6 +91,13 @@ struct OptimizeArgs {
     /// With --lowrank: the weights' plain truncated SVD, even with --calib data.
     #[arg(long)]
     plain_svd: bool,
+    /// With --lowrank: the Conv forms offered. best (per share, of SVD,
+    /// spatial SVD and Tucker-2, the one of lowest estimated error), svd
+    /// (kh×kw then 1x1; MatMul and Gemm have only this form), spatial (kh×1
+    /// then 1×kw) or tucker2 (1x1, kh×kw, 1x1). A named form leaves layers
+    /// it does not apply to alone.
+    #[arg(long, value_name = "best|svd|spatial|tucker2", default_value = "best", requires = "lowrank")]
+    lowrank_form: String,
     /// A layer every compression family leaves alone: its node's name (or
     /// its output's), or op:TYPE for every node of an operator type. Repeatable.
     #[arg(long, value_name = "NAME|op:TYPE")]
@@ -681,15 +688,16 @@ fn quant_settings(
     })
 }
 
-/// The `lowrank` family's settings from `--lowrank auto|R`: data-aware
-/// factors when --calib gives real data.
+/// The `lowrank` family's settings from `--lowrank auto|R` and
+/// `--lowrank-form`: data-aware factors when --calib gives real data.
 fn lowrank_settings(
     args: &OptimizeArgs,
     text: &str,
     profile: &pare::cost::DeviceProfile,
 ) -> Result<pare::families::Enabled> {
     use pare::families::lowrank::{LowRank, LowrankSettings};
-    let settings = LowrankSettings::parse(text, profile.channel_multiple, args.calib.is_some() && !args.plain_svd)
+    let data_aware = args.calib.is_some() && !args.plain_svd;
+    let settings = LowrankSettings::parse(text, &args.lowrank_form, profile.channel_multiple, data_aware)
         .map_err(anyhow::Error::msg)?;
     let forced = settings.fixed.is_some();
     Ok(pare::families::Enabled {

@@ -98,12 +98,23 @@ impl Decomposition {
 /// rank·(input + output)), rounded down to a multiple of `multiple`
 /// (at least one multiple); `None` when that rank saves nothing.
 pub fn rank_for_share(share: f64, input: usize, output: usize, multiple: usize) -> Option<usize> {
+    let full = (input * output) as u64;
+    rank_for_macs(share * full as f64, (input + output) as u64, full, input.min(output), multiple)
+}
+
+/// The largest multiple of `multiple` (at least one multiple) whose factors,
+/// costing `per_rank` MACs per unit of rank, stay within `budget` MACs;
+/// `None` unless that rank costs less than the layer's `full` MACs and is
+/// below `max_rank`.
+pub fn rank_for_macs(budget: f64, per_rank: u64, full: u64, max_rank: usize, multiple: usize) -> Option<usize> {
     let multiple = multiple.max(1);
-    let full = (input * output) as f64;
-    let rank = (share * full / (input + output) as f64).floor() as usize;
+    if per_rank == 0 {
+        return None;
+    }
+    let rank = (budget / per_rank as f64).floor() as usize;
     let rank = (rank / multiple * multiple).max(multiple);
-    let saves = rank * (input + output) < input * output;
-    (saves && rank < input.min(output)).then_some(rank)
+    let saves = (rank as u64).saturating_mul(per_rank) < full;
+    (saves && rank < max_rank).then_some(rank)
 }
 
 #[cfg(test)]

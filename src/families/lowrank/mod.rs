@@ -1,19 +1,30 @@
 //! The `lowrank` family: low-rank factorization of MatMul, Gemm and Conv
-//! layers. [`appliers`] offer the factorized forms, [`factor`] computes the
-//! factors (plain or data-aware SVD), [`settings`] says which shares of a
-//! layer's MACs are offered, and the report section lists each factorized
-//! layer with its rank, MACs and error.
+//! layers. [`appliers`] offer the MatMul and Gemm forms and hold what the
+//! appliers share, [`conv`] offers a Conv's forms (SVD, spatial SVD,
+//! Tucker-2; under `best` the one of lowest estimated error per share),
+//! [`factor`] computes two-factor SVDs (plain or data-aware), [`spatial`] and
+//! [`tucker`] the other Conv forms' factors, [`kernel`] what every Conv form
+//! shares (refit of the last factor, error, bias correction), [`macs`] what
+//! each form costs and the ranks that keep a share, [`calibration`] the
+//! second moments it asks for, [`settings`] which shares and forms are
+//! offered, and the report section lists each factorized layer with its
+//! form, ranks, MACs and error.
 
 pub mod appliers;
 pub mod calibration;
+pub mod conv;
 pub mod factor;
+pub mod kernel;
+pub mod macs;
 pub mod settings;
+pub mod spatial;
+pub mod tucker;
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-pub use settings::LowrankSettings;
+pub use settings::{Form, Forms, LowrankSettings};
 
 use super::{Enabled, Extracted, Family, Section, StatisticsRequest};
 use crate::egraph::analysis::Graph;
@@ -40,8 +51,9 @@ const APPLIERS: &[NamedApplier] = &[
     ),
     NamedApplier::new(
         "factorize_conv",
-        "(Conv ?x ?w ?b ?a), group 1, 2-D: kh×kw Conv to r channels then 1x1 Conv, at each rank",
-        appliers::factorize_conv,
+        "(Conv ?x ?w ?b ?a), group 1, 2-D: SVD (kh×kw then 1x1), spatial SVD (kh×1 then 1×kw) or \
+         Tucker-2 (1x1, kh×kw, 1x1), at each rank",
+        conv::factorize_conv,
     ),
 ];
 
@@ -93,15 +105,24 @@ impl Family for LowRank {
 pub struct FactorizedLayer {
     pub layer: String,
     pub op: String,
+    /// `svd`, `spatial` or `tucker2`.
     pub form: String,
+    /// The (first) rank: r, or Tucker-2's r1.
     pub rank: u64,
+    /// Every rank of the form: `[r]`, or Tucker-2's `[r1, r2]`.
+    pub ranks: Vec<u64>,
     pub macs_before: u64,
     pub macs_after: u64,
     /// The error extraction charged: measured on the output with this layer
     /// alone factorized, or the factors' own estimate.
     pub error: f64,
     pub measured: bool,
+    /// Whether any factor was fitted to calibration data.
     pub data_aware: bool,
+    /// Which factors were fitted to calibration data: `all` (data-aware
+    /// SVD), `last` (spatial SVD and Tucker-2: the last factor refitted, the
+    /// others the weights' SVD or HOSVD), `none`.
+    pub fitted: String,
 }
 
 /// The `lowrank` section of the report.
@@ -136,11 +157,17 @@ impl LowRankReport {
                 op,
                 form: text("form"),
                 rank: number("rank"),
+                ranks: details
+                    .get("ranks")
+                    .and_then(|v| v.as_array())
+                    .map(|ranks| ranks.iter().filter_map(|r| r.as_u64()).collect())
+                    .unwrap_or_default(),
                 macs_before: number("macs_before"),
                 macs_after: number("macs_after"),
                 error: record.error,
                 measured: record.measured,
                 data_aware: details.get("data_aware").and_then(|v| v.as_bool()).unwrap_or(false),
+                fitted: text("fitted"),
             });
         }
         layers.sort_by(|a, b| a.layer.cmp(&b.layer));
@@ -165,7 +192,16 @@ impl Section for LowRankReport {
         );
         for l in &self.layers {
             let how = if l.measured { "measured" } else { "estimated" };
-            let _ = writeln!(out, "  {} ({}, rank {}): error {:.2e} {how}", l.layer, l.op, l.rank, l.error);
+            let ranks: Vec<String> = l.ranks.iter().map(u64::to_string).collect();
+            let _ = writeln!(
+                out,
+                "  {} ({} {}, rank {}): error {:.2e} {how}",
+                l.layer,
+                l.op,
+                l.form,
+                ranks.join("x"),
+                l.error
+            );
         }
     }
 
