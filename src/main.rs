@@ -422,15 +422,19 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
     };
     let mut tolerance = Tolerance { rtol: args.rtol, atol: args.atol, max_rel_l2: args.max_rel_l2, min_top1: None };
     let no_tolerance_given = args.rtol.is_none() && args.atol.is_none() && args.max_rel_l2.is_none();
-    if no_tolerance_given && args.quantize.is_some() {
-        // Integer activations and weights: the declared tolerance is relative L2.
-        tolerance.max_rel_l2 = Some(DEFAULT_QUANTIZED_REL_L2);
-    } else if no_tolerance_given && lowrank_auto {
-        tolerance.max_rel_l2 = Some(DEFAULT_QUANTIZED_REL_L2);
-    } else if no_tolerance_given && lowrank.is_some() {
-        // A forced share is the user's accuracy choice: verification catches
-        // a broken model, not an inaccurate one, unless --max-rel-l2 is given.
-        tolerance.max_rel_l2 = Some(FORCED_LOWRANK_REL_L2);
+    let compressing = args.quantize.is_some() || lowrank.is_some();
+    let budgeted = args.quantize == Some(QuantizeArg::Auto) || lowrank_auto;
+    if no_tolerance_given && budgeted && budget.is_finite() {
+        // The probe error fits --budget; other samples may read a few times
+        // higher (held-out quantization errors 1.3-3x the probe's).
+        tolerance.max_rel_l2 = Some(VERIFY_BUDGET_MARGIN * budget);
+    } else if no_tolerance_given && compressing {
+        // A forced mode is the user's accuracy choice: verification checks
+        // the written model reproduces the error measured for it, and
+        // catches a broken one (integer kernels, factors) beyond this.
+        let quant = args.quantize.map(|_| FORCED_QUANTIZED_REL_L2);
+        let lowrank = lowrank.as_ref().map(|_| FORCED_LOWRANK_REL_L2);
+        tolerance.max_rel_l2 = quant.into_iter().chain(lowrank).reduce(f64::max);
     } else if no_tolerance_given {
         // Exact rewrites reorder float arithmetic, which moves a few elements
         // of a steep output beyond verify's default (PP-OCR det on rendered
@@ -563,6 +567,26 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
         let verified = pare::verify::compare(&mut candidate, Some(&mut reference), samples, &tolerance, &label);
         let mut verified = at_guessed_shape(verified.map_err(anyhow::Error::from), &guess)?;
         verified.warn_if_degenerate(&original);
+        // The written model must reproduce the output error measured for
+        // the candidate it was written from.
+        let probe = options.compression.as_ref().map_or(&[][..], |c| &c.probe[..]);
+        if let Some(measured) = engine.as_ref().and_then(|e| e.probe_error).filter(|_| !probe.is_empty()) {
+            match pipeline::probe_error(&reference_proto, &proto, &args.input, probe) {
+                Ok(written) => {
+                    let faithful = pare::verify::Faithful { measured, written, samples: probe.len() };
+                    if !faithful.agrees() {
+                        verified.failures.push(format!(
+                            "the written model's output error on the {} probe samples is {written:.3e}, not the \
+                             {measured:.3e} measured for the chosen candidate: the written model is not the one chosen",
+                            probe.len()
+                        ));
+                        verified.passed = false;
+                    }
+                    verified.probe = Some(faithful);
+                }
+                Err(reason) => verified.warnings.push(format!("the probe samples could not run again: {reason}")),
+            }
+        }
         // A quantized model also needs its integer kernels to agree with its
         // reference semantics within the tolerance.
         let sections = engine.iter().flat_map(|e| &e.sections.0);
@@ -640,8 +664,11 @@ const DEFAULT_LOWRANK_BUDGET: f64 = 0.05;
 /// given: an output this far off is broken, not merely approximate.
 const FORCED_LOWRANK_REL_L2: f64 = 1.0;
 
-/// The relative L2 error any `--quantize` mode verifies against when no tolerance is given.
-const DEFAULT_QUANTIZED_REL_L2: f64 = 0.1;
+/// A budgeted mode without a tolerance given verifies against this many
+/// times `--budget` (0.1 at the default budget).
+const VERIFY_BUDGET_MARGIN: f64 = 2.0;
+/// The relative L2 error `--quantize all|weights` verifies against when no tolerance is given.
+const FORCED_QUANTIZED_REL_L2: f64 = 0.1;
 
 /// The `quant` family's settings from the flags, checked.
 fn quant_settings(

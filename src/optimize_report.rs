@@ -138,6 +138,13 @@ pub fn table(report: &OptimizeReport) -> String {
                 v.samples,
                 v.input_shapes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             );
+            if let Some(probe) = &v.probe {
+                let _ = writeln!(
+                    out,
+                    "probe: the written model's output error {:.3e} on {} samples reproduces the {:.3e} measured",
+                    probe.written, probe.samples, probe.measured
+                );
+            }
         }
         Some(v) => {
             let _ = writeln!(out, "verification FAILED: {}", v.failures.join("; "));

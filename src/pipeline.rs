@@ -77,7 +77,8 @@ pub enum CalibrationSource {
     Random { count: usize, seed: u64 },
 }
 
-/// Calibration ranges and the first few samples (kept to probe the quantized model).
+/// Calibration statistics and a few samples kept to probe compressed models
+/// (held out of the statistics when there are enough: [`HELD_OUT_FROM`]).
 pub struct Calibrated {
     pub calibration: Calibration,
     pub probe: Vec<Vec<crate::eval::NamedTensor>>,
@@ -88,6 +89,12 @@ pub struct Calibrated {
 
 /// Samples kept in [`Calibrated::probe`].
 const PROBE_SAMPLES: usize = 4;
+/// From this many samples on, the probe samples are the last ones and are
+/// left out of the statistics, so measured errors are held-out errors (on
+/// the samples the statistics were fitted to, quantization's probe error
+/// read 1.3–3x lower than on others); with fewer, they are the first ones
+/// and calibrate too.
+const HELD_OUT_FROM: usize = 16;
 
 /// Runs the calibration samples through the embedded evaluator once,
 /// capturing the values the enabled families asked statistics of
@@ -121,7 +128,7 @@ pub fn calibrate(
         .captures(&captured)
         .build_from_model(&proto, &path.display().to_string())
         .map_err(|e| failed(e.to_string()))?;
-    let inputs: Vec<Vec<crate::eval::NamedTensor>> = match source {
+    let mut inputs: Vec<Vec<crate::eval::NamedTensor>> = match source {
         CalibrationSource::Folder(dir) => samples::from_folder(dir, &samples::input_names(model))
             .map_err(|e| failed(e.to_string()))?
             .map(|sample| {
@@ -138,8 +145,12 @@ pub fn calibrate(
     if inputs.is_empty() {
         return Err(failed("no calibration samples".into()));
     }
-    let probe = inputs.iter().take(PROBE_SAMPLES).cloned().collect();
     let representative = samples::median_shapes(&inputs);
+    let probe = if inputs.len() >= HELD_OUT_FROM {
+        inputs.split_off(inputs.len() - PROBE_SAMPLES)
+    } else {
+        inputs.iter().take(PROBE_SAMPLES).cloned().collect()
+    };
     let calibration = calibrate::calibrate(&evaluator, inputs, method, &request.means, &request.second_moments)
         .map_err(|e| failed(e.to_string()))?;
     Ok(Calibrated { calibration, probe, representative })
@@ -234,10 +245,10 @@ pub fn summarize(model: &Model, profile: &DeviceProfile) -> Summary {
 /// Compressing raises the opset to what the enabled families need first
 /// ([`crate::families::Family::opset`]) and lets each lower its chosen forms
 /// after (quantization: to QDQ form). A budgeted run with measured costs
-/// (`--quantize auto`) also builds the float-only and the fully compressed
-/// candidates (and, when the budgeted one's measured error left room, up to
-/// [`WIDEN_ATTEMPTS`] more at wider summed budgets: [`widened_budget`]), times
-/// them side by side in ONNX Runtime and keeps the fastest whose deployed
+/// (`--quantize auto`, `--lowrank auto`) also builds the float-only and the
+/// fully compressed candidates (and, when the budgeted one's measured error
+/// left room or went over, up to [`SEARCH_ATTEMPTS`] more at wider or
+/// narrower summed budgets: [`BudgetSearch`]), times them side by side in ONNX Runtime and keeps the fastest whose deployed
 /// output error on the probe samples fits `--budget`, so the result is never
 /// slower than float on the deployment runtime.
 pub fn optimize(
@@ -247,7 +258,23 @@ pub fn optimize(
     options: &egraph::Options,
 ) -> Result<(Model, Option<EngineReport>), PipelineError> {
     let Some(compression) = options.compression.as_ref().filter(|c| c.measure && !c.forced()) else {
-        return optimize_once(model, path, fixed, options);
+        // The chosen model's error on the probe, for verification to check the written one against.
+        let probe = options.compression.as_ref().map_or(&[][..], |c| &c.probe[..]);
+        let reference = (!probe.is_empty()).then(|| model.clone());
+        let (optimized, report) = optimize_once(model, path, fixed, options)?;
+        let report = match (report, reference) {
+            (Some(mut report), Some(reference)) => {
+                let measured = export_both(&reference, &optimized, path)
+                    .and_then(|(reference, candidate)| probe_error(&reference, &candidate, path, probe));
+                match measured {
+                    Ok(error) => report.probe_error = Some(error),
+                    Err(reason) => report.warnings.push(format!("the output error on the probe samples: {reason}")),
+                }
+                Some(report)
+            }
+            (report, _) => report,
+        };
+        return Ok((optimized, report));
     };
     let representative_shapes = compression.representative.clone();
     let float_options = egraph::Options {
@@ -288,15 +315,13 @@ pub fn optimize(
     };
     let quantized: Vec<&Model> = candidates[1..].iter().map(|(_, model, _)| model).collect();
     let mut output_errors: Vec<Option<f64>> = std::iter::once(Some(0.0)).chain(errors_of(&quantized)).collect();
-    // Summed sensitivities overstate the error of many layers quantized
-    // together: with room left, more budgeted candidates are built at
-    // budgets scaled by what the first one measured.
+    // Summed per-layer errors only estimate what many layers compressed
+    // together do to the output: more budgeted candidates are built at
+    // summed budgets searched on the errors measured so far.
     let summed = candidates[1].2.as_ref().map_or(0.0, |r| r.extraction.error);
-    let mut widened = widened_budget(options.budget, summed, output_errors[1], output_errors[2]);
-    // Bisected geometrically: the largest summed budget known to fit, and the smallest known not to.
-    let (mut fits, mut over) = (summed, None::<f64>);
-    // The summed estimate of the candidate that fit at `fits`: widening scales it.
-    let mut fitting_sum = summed;
+    let forced_fits = output_errors[2].is_some_and(|e| e <= options.budget);
+    let mut search = BudgetSearch::new(options.budget, forced_fits);
+    search.record(summed, summed, output_errors[1]);
     let sensitivity: std::collections::BTreeMap<String, f64> = candidates[1]
         .2
         .as_ref()
@@ -304,31 +329,26 @@ pub fn optimize(
             report.layer_sensitivity.iter().flat_map(|l| l.keys.iter().map(|k| (k.clone(), l.error))).collect()
         })
         .unwrap_or_default();
-    for _ in 0..WIDEN_ATTEMPTS {
-        let Some(budget) = widened else { break };
-        let mut widened_options = egraph::Options { budget, ..options.clone() };
-        if let Some(c) = widened_options.compression.as_mut() {
+    for _ in 0..SEARCH_ATTEMPTS {
+        let Some(budget) = search.next() else { break };
+        let mut searched_options = egraph::Options { budget, ..options.clone() };
+        if let Some(c) = searched_options.compression.as_mut() {
             c.measured_errors = sensitivity.clone();
         }
-        let (optimized, report) = optimize_once(upgraded.clone(), path, fixed, &widened_options)?;
-        let error = errors_of(&[&optimized]).pop().flatten();
+        let (optimized, report) = optimize_once(upgraded.clone(), path, fixed, &searched_options)?;
         // The summed estimate this candidate's layers came to (at most its budget).
         let summed_here = report.as_ref().map_or(budget, |r| r.extraction.error);
+        // The same layers compressed as a candidate built already: the same model.
+        let layers = |report: &Option<EngineReport>| report.as_ref().map(|r| r.compressed_layers.clone());
+        let known = candidates[1..].iter().position(|(_, _, built)| layers(built) == layers(&report));
+        if let Some(known) = known {
+            search.record(budget, summed_here, output_errors[known + 1]);
+            continue;
+        }
+        let error = errors_of(&[&optimized]).pop().flatten();
+        search.record(budget, summed_here, error);
         output_errors.push(error);
         candidates.push((format!("auto, budget {budget:.3}"), optimized, report));
-        if error.is_some_and(|e| e <= options.budget) {
-            fits = budget;
-            fitting_sum = summed_here;
-        } else {
-            over = Some(budget);
-        }
-        // Between the largest budget that fits and the smallest that does
-        // not; with none over yet, widened again from the one that fit while
-        // its error leaves room.
-        widened = match over {
-            Some(over) => Some((fits * over).sqrt()),
-            None => widened_budget(options.budget, fitting_sum, error, None).filter(|&wider| wider > fits),
-        };
     }
     let protos = candidates
         .iter()
@@ -399,6 +419,7 @@ pub fn optimize(
     // A float winner reports each family's settings it was compared at and
     // its float layers (the budgeted candidate's checks were of another model).
     let budgeted_sections = candidates[1].2.as_ref().map(|r| r.sections.clone()).unwrap_or_default();
+    let probe_error = output_errors[fastest];
     let (_, optimized, report) = candidates.swap_remove(fastest);
     let sections = match report.as_ref().map(|r| r.sections.clone()) {
         Some(sections) if !sections.0.is_empty() => sections,
@@ -409,6 +430,7 @@ pub fn optimize(
     let report = report.map(|r| EngineReport {
         end_to_end: timings,
         end_to_end_decisions: decisions,
+        probe_error,
         timing_shapes,
         operator_timings,
         measured_configurations,
@@ -417,6 +439,37 @@ pub fn optimize(
         ..r
     });
     Ok((optimized, report))
+}
+
+/// The relative L2 distance of `candidate`'s outputs, as ONNX Runtime
+/// deploys it (all graph optimizations), from `reference`'s (none) on the
+/// probe samples: how the budgeted search measures its candidates, and what
+/// verification checks a written model against.
+pub fn probe_error(
+    reference: &crate::onnx::proto::ModelProto,
+    candidate: &crate::onnx::proto::ModelProto,
+    path: &Path,
+    probe: &[Vec<crate::eval::NamedTensor>],
+) -> Result<f64, String> {
+    use prost::Message;
+    let run = |proto: &crate::onnx::proto::ModelProto, level: GraphOptimization| {
+        let mut session = crate::onnxruntime::OrtSession::from_bytes(&proto.encode_to_vec(), path, level)
+            .map_err(|e| e.to_string())?;
+        probe.iter().map(|sample| session.run(sample).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()
+    };
+    let expected = run(reference, GraphOptimization::None)?;
+    let deployed = run(candidate, GraphOptimization::All)?;
+    Ok(runs_relative_l2(&deployed.into_iter().zip(expected).collect::<Vec<_>>()))
+}
+
+/// Both models as written.
+fn export_both(
+    reference: &Model,
+    candidate: &Model,
+    path: &Path,
+) -> Result<(crate::onnx::proto::ModelProto, crate::onnx::proto::ModelProto), String> {
+    let export = |model: &Model| ir::export(model.clone()).map_err(|e| format!("{}: {e}", path.display()));
+    Ok((export(reference)?, export(candidate)?))
 }
 
 /// `--quantize auto`'s candidates timed side by side in ONNX Runtime at the
@@ -477,30 +530,85 @@ const END_TO_END_ROUNDS: usize = 15;
 /// and at most.
 const END_TO_END_MAX_ROUNDS: usize = 60;
 
-/// `--quantize auto` builds a second budgeted candidate when the first one's
-/// measured output error is below this share of the budget,
-const WIDEN_BELOW: f64 = 0.5;
-/// aiming its error at this share of the budget;
-const WIDEN_TARGET: f64 = 0.5;
-/// while they fit with room left it widens again from the last, and once one
-/// is over budget it bisects between the budgets that fit and those that do
-/// not, up to this many candidates in all.
-const WIDEN_ATTEMPTS: usize = 3;
+/// A budgeted candidate leaves room for a wider one when its measured
+/// output error is below this share of the budget;
+const WIDEN_BELOW: f64 = 0.7;
+/// a wider or narrower one aims its error at this share of the budget;
+const SEARCH_TARGET: f64 = 0.7;
+/// and at most this many more budgeted candidates are built.
+const SEARCH_ATTEMPTS: usize = 3;
 
-/// The extraction budget of the second budgeted candidate, when it can
-/// gain: the first one (`summed` estimated error, `measured` on the probe)
-/// left room, and the forced candidate does not fit the budget already.
-/// Errors of independently rounded layers add up roughly in quadrature, so
-/// the measured error grows with the square root of the summed estimate
+/// A budgeted candidate as built: the summed budget it was extracted at,
+/// the summed per-layer estimate its layers came to, its measured output error.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Tried {
+    budget: f64,
+    summed: f64,
+    measured: f64,
+}
+
+/// The search for the summed extraction budget whose candidate's measured
+/// output error fits the user's `--budget` with the most layers compressed.
+/// Errors of independently compressed layers add up roughly in quadrature,
+/// so the measured error grows with the square root of the summed estimate
 /// (DenseNet-121: summed 0.05 measured 0.008, summed 0.2 measured 0.017):
-/// the summed budget is scaled by the square of the room left.
-fn widened_budget(budget: f64, summed: f64, measured: Option<f64>, forced: Option<f64>) -> Option<f64> {
-    let measured = measured?;
-    if !budget.is_finite() || summed <= 0.0 || measured >= WIDEN_BELOW * budget || forced.is_some_and(|e| e <= budget) {
-        return None;
+/// from a candidate that left room, or one that went over, the next summed
+/// budget scales its estimate by the square of (aimed error / measured);
+/// once one fits and one is over, the next bisects them geometrically.
+#[derive(Debug)]
+struct BudgetSearch {
+    /// The user's `--budget` on the measured output error.
+    budget: f64,
+    /// The fully compressed candidate fits already: no search needed.
+    forced_fits: bool,
+    /// The widest candidate that fit,
+    fits: Option<Tried>,
+    /// and the narrowest that did not.
+    over: Option<Tried>,
+    /// A candidate could not be measured: the search stops.
+    unmeasured: bool,
+}
+
+impl BudgetSearch {
+    fn new(budget: f64, forced_fits: bool) -> BudgetSearch {
+        BudgetSearch { budget, forced_fits, fits: None, over: None, unmeasured: false }
     }
-    let room = WIDEN_TARGET * budget / measured.max(f64::MIN_POSITIVE);
-    Some(summed * room * room)
+
+    fn record(&mut self, budget: f64, summed: f64, measured: Option<f64>) {
+        let Some(measured) = measured else {
+            self.unmeasured = true;
+            return;
+        };
+        let tried = Tried { budget, summed, measured };
+        if measured <= self.budget {
+            if self.fits.is_none_or(|fits| budget > fits.budget) {
+                self.fits = Some(tried);
+            }
+        } else if self.over.is_none_or(|over| budget < over.budget) {
+            self.over = Some(tried);
+        }
+    }
+
+    /// The summed budget of the next candidate, if one can gain.
+    fn next(&self) -> Option<f64> {
+        if self.unmeasured || self.forced_fits || !self.budget.is_finite() {
+            return None;
+        }
+        let rescaled = |tried: Tried| {
+            let aim = SEARCH_TARGET * self.budget / tried.measured.max(f64::MIN_POSITIVE);
+            Some(tried.summed * aim * aim).filter(|&next| next > 0.0 && next.is_finite())
+        };
+        match (self.fits, self.over) {
+            (Some(fits), Some(over)) if fits.budget > 0.0 => {
+                Some((fits.budget * over.budget).sqrt()).filter(|&next| next > fits.budget && next < over.budget)
+            }
+            (_, Some(over)) => rescaled(over).filter(|&next| next < over.budget),
+            (Some(fits), None) if fits.measured < WIDEN_BELOW * self.budget => {
+                rescaled(fits).filter(|&next| next > fits.budget)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The model raised to the default-domain opset the enabled compression
@@ -665,17 +773,41 @@ fn declare_fixed_inputs(model: &mut Model, fixed: &[(String, Vec<i64>)]) {
 
 #[cfg(test)]
 mod tests {
-    use super::widened_budget;
+    use super::BudgetSearch;
 
     #[test]
-    fn a_second_budgeted_candidate_only_where_the_first_left_room() {
-        // Measured 0.01 of 0.1 (summed 0.1): aim at 0.05, 5x the error, 25x the sum.
-        let widened = widened_budget(0.1, 0.1, Some(0.01), Some(0.3)).unwrap();
-        assert!((widened - 2.5).abs() < 1e-12, "{widened}");
-        assert_eq!(widened_budget(0.1, 0.1, Some(0.06), Some(0.3)), None, "no room left");
-        assert_eq!(widened_budget(0.1, 0.1, Some(0.01), Some(0.08)), None, "everything quantized fits already");
-        assert_eq!(widened_budget(0.1, 0.0, Some(0.0), Some(0.3)), None, "nothing was quantized");
-        assert_eq!(widened_budget(0.1, 0.1, None, Some(0.3)), None, "not measured");
-        assert_eq!(widened_budget(f64::INFINITY, 0.1, Some(0.01), Some(0.3)), None, "no budget");
+    fn a_wider_candidate_only_where_the_first_left_room() {
+        // Measured 0.01 of 0.1 (summed 0.1): aim at 0.07, 7x the error, 49x the sum.
+        let mut search = BudgetSearch::new(0.1, false);
+        search.record(0.1, 0.1, Some(0.01));
+        let widened = search.next().unwrap();
+        assert!((widened - 4.9).abs() < 1e-12, "{widened}");
+        let no_room = |measured: Option<f64>, summed: f64, forced_fits: bool, budget: f64| {
+            let mut search = BudgetSearch::new(budget, forced_fits);
+            search.record(summed, summed, measured);
+            search.next()
+        };
+        assert_eq!(no_room(Some(0.08), 0.1, false, 0.1), None, "no room left");
+        assert_eq!(no_room(Some(0.01), 0.1, true, 0.1), None, "everything compressed fits already");
+        assert_eq!(no_room(Some(0.0), 0.0, false, 0.1), None, "nothing was compressed");
+        assert_eq!(no_room(None, 0.1, false, 0.1), None, "not measured");
+        assert_eq!(no_room(Some(0.01), 0.1, false, f64::INFINITY), None, "no budget");
+    }
+
+    #[test]
+    fn a_narrower_candidate_where_the_first_went_over_then_bisection() {
+        // Measured 0.35 of 0.05 (summed 0.04): aim at 0.035, 1/10 of the error, 1/100 of the sum.
+        let mut search = BudgetSearch::new(0.05, false);
+        search.record(0.04, 0.04, Some(0.35));
+        let narrowed = search.next().unwrap();
+        assert!((narrowed - 0.04 / 100.0).abs() < 1e-12, "{narrowed}");
+        // It fits: bisect geometrically between it and the one over.
+        search.record(narrowed, narrowed, Some(0.01));
+        let between = search.next().unwrap();
+        assert!((between - (narrowed * 0.04).sqrt()).abs() < 1e-12, "{between}");
+        // Over again: between the one that fit and this one.
+        search.record(between, between, Some(0.07));
+        let next = search.next().unwrap();
+        assert!((next - (narrowed * between).sqrt()).abs() < 1e-12, "{next}");
     }
 }

@@ -241,6 +241,10 @@ pub struct EngineReport {
     pub end_to_end: Vec<CandidateTiming>,
     /// How the kept candidate was chosen: each comparison of timed candidates.
     pub end_to_end_decisions: Vec<CandidateComparison>,
+    /// The kept model's output error on the probe samples (relative L2
+    /// against the float model, as ONNX Runtime deploys it), when the run
+    /// had probe samples: verification checks the written model reproduces it.
+    pub probe_error: Option<f64>,
     /// With a finite `--budget`: each layer's measured effect on the output
     /// when quantized alone (the error extraction charged it).
     pub layer_sensitivity: Vec<sensitivity::LayerSensitivity>,
@@ -686,6 +690,7 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
         timing_shapes,
         end_to_end: Vec::new(),
         end_to_end_decisions: Vec::new(),
+        probe_error: None,
         layer_sensitivity: Vec::new(),
         sections,
         opset_raised,

@@ -204,6 +204,30 @@ pub struct Report {
     /// What makes the verdict weaker than it looks: outputs too small to
     /// compare, inputs at a degenerate shape.
     pub warnings: Vec<String>,
+    /// `pare optimize` with compression: the written model's output error
+    /// on the probe samples, which must reproduce the one measured for the
+    /// chosen candidate ([`Faithful`]).
+    pub probe: Option<Faithful>,
+}
+
+/// The written model's output error on the probe samples beside the one
+/// measured for the candidate it was written from: the export is faithful
+/// when they agree within [`Faithful::TOLERANCE`] (relative, with
+/// [`Faithful::FLOOR`] absolute below it).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Faithful {
+    pub measured: f64,
+    pub written: f64,
+    pub samples: usize,
+}
+
+impl Faithful {
+    pub const TOLERANCE: f64 = 0.01;
+    pub const FLOOR: f64 = 1e-4;
+
+    pub fn agrees(&self) -> bool {
+        (self.written - self.measured).abs() <= Faithful::FLOOR + Faithful::TOLERANCE * self.measured
+    }
 }
 
 impl Report {
@@ -238,6 +262,7 @@ impl Report {
             outputs,
             input_shapes: Vec::new(),
             warnings,
+            probe: None,
         }
     }
 
