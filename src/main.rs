@@ -411,30 +411,33 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
     }
     let lowrank = args.lowrank.as_deref().map(|text| lowrank_settings(&args, text, &profile)).transpose()?;
     let lowrank_auto = lowrank.as_ref().is_some_and(|e| !e.forced);
-    let budget = match (args.budget, args.quantize) {
-        (Some(budget), _) if budget.is_nan() || budget < 0.0 => {
+    // Each enabled family's default budget (its budgeted mode) and broken-model bound (forced).
+    let mut families_enabled: Vec<(&dyn pare::families::Family, bool)> = Vec::new();
+    if let Some(mode) = args.quantize {
+        families_enabled.push((&pare::families::quantize::Quantize, mode == QuantizeArg::Auto));
+    }
+    if lowrank.is_some() {
+        families_enabled.push((&pare::families::lowrank::LowRank, lowrank_auto));
+    }
+    let budgeted = families_enabled.iter().any(|&(_, auto)| auto);
+    let budget = match args.budget {
+        Some(budget) if budget.is_nan() || budget < 0.0 => {
             anyhow::bail!("--budget must be a number >= 0 or inf, not {budget}")
         }
-        (Some(budget), _) => budget,
-        (None, Some(QuantizeArg::Auto)) => DEFAULT_QUANTIZED_BUDGET,
-        (None, _) if lowrank_auto => DEFAULT_LOWRANK_BUDGET,
-        (None, _) => 0.0,
+        Some(budget) => budget,
+        None => families_enabled.iter().filter(|&&(_, auto)| auto).map(|(f, _)| f.default_budget()).reduce(f64::min).unwrap_or(0.0),
     };
     let mut tolerance = Tolerance { rtol: args.rtol, atol: args.atol, max_rel_l2: args.max_rel_l2, min_top1: None };
     let no_tolerance_given = args.rtol.is_none() && args.atol.is_none() && args.max_rel_l2.is_none();
-    let compressing = args.quantize.is_some() || lowrank.is_some();
-    let budgeted = args.quantize == Some(QuantizeArg::Auto) || lowrank_auto;
     if no_tolerance_given && budgeted && budget.is_finite() {
         // The probe error fits --budget; other samples may read a few times
         // higher (held-out quantization errors 1.3-3x the probe's).
         tolerance.max_rel_l2 = Some(VERIFY_BUDGET_MARGIN * budget);
-    } else if no_tolerance_given && compressing {
+    } else if no_tolerance_given && !families_enabled.is_empty() {
         // A forced mode is the user's accuracy choice: verification checks
         // the written model reproduces the error measured for it, and
         // catches a broken one (integer kernels, factors) beyond this.
-        let quant = args.quantize.map(|_| FORCED_QUANTIZED_REL_L2);
-        let lowrank = lowrank.as_ref().map(|_| FORCED_LOWRANK_REL_L2);
-        tolerance.max_rel_l2 = quant.into_iter().chain(lowrank).reduce(f64::max);
+        tolerance.max_rel_l2 = families_enabled.iter().map(|(f, _)| f.broken_rel_l2()).reduce(f64::max);
     } else if no_tolerance_given {
         // Exact rewrites reorder float arithmetic, which moves a few elements
         // of a steep output beyond verify's default (PP-OCR det on rendered
@@ -648,27 +651,17 @@ fn at_guessed_shape<T>(result: Result<T>, guess: &Option<String>) -> Result<T> {
     }
 }
 
-/// The summed measured layer sensitivity (relative L2 of the output)
-/// `--quantize auto` keeps within when no --budget is given: half the
-/// tolerance it verifies against, as sensitivities only roughly add up.
-const DEFAULT_QUANTIZED_BUDGET: f64 = 0.05;
 /// The default elementwise tolerance of exact rewrites.
 const EXACT_RTOL: f64 = 1e-3;
 const EXACT_ATOL: f64 = 1e-4;
 /// Calibration samples whose median shape measured operator latencies are taken at.
 const MEDIAN_SHAPE_SAMPLES: usize = 64;
 
-/// The summed measured error `--lowrank auto` keeps within when no --budget is given.
-const DEFAULT_LOWRANK_BUDGET: f64 = 0.05;
-/// The relative L2 error `--lowrank R` verifies against when no tolerance is
-/// given: an output this far off is broken, not merely approximate.
-const FORCED_LOWRANK_REL_L2: f64 = 1.0;
 
 /// A budgeted mode without a tolerance given verifies against this many
 /// times `--budget` (0.1 at the default budget).
 const VERIFY_BUDGET_MARGIN: f64 = 2.0;
-/// The relative L2 error `--quantize all|weights` verifies against when no tolerance is given.
-const FORCED_QUANTIZED_REL_L2: f64 = 0.1;
+
 
 /// The `quant` family's settings from the flags, checked.
 fn quant_settings(
@@ -759,8 +752,9 @@ fn compression(
     for e in &enabled {
         request.merge(e.family.statistics(e, model));
     }
-    // A budgeted family measures each alternative on probe samples.
+    // A budgeted family measures each alternative on probe samples, held out when there are enough.
     let budgeted = enabled.iter().any(|e| !e.forced);
+    request.held_out_probe = budgeted;
     let needs_ranges = !request.ranges.is_empty() && needs_activation_ranges(&enabled);
     let source = match &args.calib {
         Some(dir) if needs_ranges || !request.means.is_empty() || !request.second_moments.is_empty() || budgeted => {

@@ -89,11 +89,12 @@ pub struct Calibrated {
 
 /// Samples kept in [`Calibrated::probe`].
 const PROBE_SAMPLES: usize = 4;
-/// From this many samples on, the probe samples are the last ones and are
-/// left out of the statistics, so measured errors are held-out errors (on
-/// the samples the statistics were fitted to, quantization's probe error
-/// read 1.3–3x lower than on others); with fewer, they are the first ones
-/// and calibrate too.
+/// From this many samples on, when the request asks
+/// ([`StatisticsRequest::held_out_probe`]: a budgeted search), the probe
+/// samples are the last ones and are left out of the statistics, so measured
+/// errors are held-out errors (on the samples the statistics were fitted
+/// to, quantization's probe error read 1.3–3x lower than on others); else
+/// they are the first ones and calibrate too.
 const HELD_OUT_FROM: usize = 16;
 
 /// Runs the calibration samples through the embedded evaluator once,
@@ -146,7 +147,7 @@ pub fn calibrate(
         return Err(failed("no calibration samples".into()));
     }
     let representative = samples::median_shapes(&inputs);
-    let probe = if inputs.len() >= HELD_OUT_FROM {
+    let probe = if request.held_out_probe && inputs.len() >= HELD_OUT_FROM {
         inputs.split_off(inputs.len() - PROBE_SAMPLES)
     } else {
         inputs.iter().take(PROBE_SAMPLES).cloned().collect()
@@ -348,7 +349,7 @@ pub fn optimize(
         let error = errors_of(&[&optimized]).pop().flatten();
         search.record(budget, summed_here, error);
         output_errors.push(error);
-        candidates.push((format!("auto, budget {budget:.3}"), optimized, report));
+        candidates.push((format!("auto, budget {budget:.2e}"), optimized, report));
     }
     let protos = candidates
         .iter()
@@ -536,7 +537,7 @@ const WIDEN_BELOW: f64 = 0.7;
 /// a wider or narrower one aims its error at this share of the budget;
 const SEARCH_TARGET: f64 = 0.7;
 /// and at most this many more budgeted candidates are built.
-const SEARCH_ATTEMPTS: usize = 3;
+const SEARCH_ATTEMPTS: usize = 5;
 
 /// A budgeted candidate as built: the summed budget it was extracted at,
 /// the summed per-layer estimate its layers came to, its measured output error.

@@ -313,12 +313,15 @@ fn measured_auto_never_keeps_a_candidate_whose_deployed_error_is_over_budget() {
         let error = |c: &serde_json::Value| c["output_error"].as_f64().unwrap();
         let all = candidates.iter().find(|c| c["candidate"] == "all").unwrap();
         assert!(error(all) > 0.0 && error(all) < 0.1, "every layer int8: {all}");
-        // A second budgeted candidate only where the first left room and `all` does not fit.
+        // More budgeted candidates only where the first left room (below
+        // 0.7 of the budget) or went over, and `all` does not fit; at most 5.
         let auto = candidates.iter().find(|c| c["candidate"] == "auto").unwrap();
-        assert!(candidates.len() == 3 || candidates.len() == 4, "{candidates:?}");
-        if candidates.len() == 4 {
-            assert!(error(auto) < 0.5 * budget && error(all) > budget, "{candidates:?}");
-            assert!(candidates[3]["candidate"].as_str().unwrap().starts_with("auto, budget "), "{candidates:?}");
+        assert!((3..=8).contains(&candidates.len()), "{candidates:?}");
+        if candidates.len() > 3 {
+            assert!((error(auto) < 0.7 * budget || error(auto) > budget) && error(all) > budget, "{candidates:?}");
+            for searched in &candidates[3..] {
+                assert!(searched["candidate"].as_str().unwrap().starts_with("auto, budget "), "{candidates:?}");
+            }
         }
         let chosen: Vec<_> = candidates.iter().filter(|c| c["chosen"] == true).collect();
         assert_eq!(chosen.len(), 1, "{candidates:?}");

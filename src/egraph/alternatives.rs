@@ -149,11 +149,18 @@ impl Alternatives {
 /// were offered in; a model with open dims is measured at its open shapes
 /// but chosen at its representative ones, so they are no part of the name.
 pub fn measured_key(value: &str, alternative: &Alternative) -> String {
-    let mut identity = alternative.details.clone();
-    if let Some(fields) = identity.as_object_mut() {
+    format!("{value}|{}", identity(alternative))
+}
+
+/// What tells an alternative from the layer's others, whatever the shapes of
+/// the e-graph it was offered in: its family and its details without the
+/// `macs…` fields (a pinned choice names its alternatives by it).
+pub fn identity(alternative: &Alternative) -> String {
+    let mut details = alternative.details.clone();
+    if let Some(fields) = details.as_object_mut() {
         fields.retain(|name, _| !name.starts_with(SHAPE_DEPENDENT_DETAIL));
     }
-    format!("{value}|{}|{identity}", alternative.family)
+    format!("{}|{details}", alternative.family)
 }
 
 /// The prefix of the detail names [`measured_key`] leaves out.

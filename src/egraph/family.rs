@@ -137,6 +137,13 @@ pub trait Family: Sync + Send {
     fn rules(&self) -> &'static str;
     /// The named appliers its rules use.
     fn appliers(&self) -> &'static [NamedApplier];
+    /// The output error (relative L2 on the probe samples) `--budget`
+    /// defaults to in its budgeted mode; verification then allows twice it.
+    fn default_budget(&self) -> f64;
+    /// The output error beyond which a model it was forced onto is taken
+    /// as broken when the user gives no tolerance (a forced mode's accuracy
+    /// is the user's choice; a faithful export is checked anyway).
+    fn broken_rel_l2(&self) -> f64;
     /// The named guards its rules use.
     fn guards(&self) -> &'static [Guard] {
         &[]
@@ -196,6 +203,9 @@ pub struct StatisticsRequest {
     pub means: std::collections::HashSet<String>,
     /// Second moments of layer inputs.
     pub second_moments: Vec<crate::eval::statistics::MomentRequest>,
+    /// Keep the probe samples out of the statistics when there are enough
+    /// (a budgeted search measures its errors on them).
+    pub held_out_probe: bool,
 }
 
 impl StatisticsRequest {
@@ -208,6 +218,7 @@ impl StatisticsRequest {
                 self.second_moments.push(moment);
             }
         }
+        self.held_out_probe |= other.held_out_probe;
     }
 
     /// Whether nothing needs calibration data.

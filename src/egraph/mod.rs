@@ -159,10 +159,11 @@ pub struct Compression {
     pub cost_cache: crate::cost::cache::SharedCostCache,
     /// Layers every family leaves alone (`--exclude`).
     pub exclude: Vec<alternatives::Exclusion>,
-    /// Compress exactly the layers with these value names, as a choice made
-    /// on the model at its representative shape did (the costs of a model
-    /// whose dims are open cannot be measured).
-    pub pinned: Option<std::collections::BTreeSet<String>>,
+    /// Compress exactly the layers with these value names, each into the
+    /// alternative of this [`alternatives::identity`], as a choice made on
+    /// the model at its representative shape did (the costs of a model whose
+    /// dims are open cannot be measured).
+    pub pinned: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl Compression {
@@ -229,10 +230,10 @@ pub struct EngineReport {
     pub measured_configurations: usize,
     /// Every operator latency extraction looked up, measured or cached.
     pub operator_timings: Vec<crate::cost::measure::OperatorTiming>,
-    /// The input's value names of the layers that took a compressed form
-    /// (as [`Compression::pinned`] takes them).
+    /// The input's value names of the layers that took a compressed form,
+    /// with the identity of the form (as [`Compression::pinned`] takes them).
     #[serde(skip)]
-    pub compressed_layers: std::collections::BTreeSet<String>,
+    pub compressed_layers: std::collections::BTreeMap<String, String>,
     /// The input shapes the latencies were measured at, `name=dims`, when
     /// the model's inputs leave dims open.
     pub timing_shapes: Vec<String>,
@@ -576,16 +577,26 @@ fn class_names_of(built: &build::Built) -> HashMap<egg::Id, String> {
 
 /// The named classes whose chosen node is a compressed form (rounding alone
 /// aside): what [`Compression::pinned`] takes to repeat a choice.
-fn compressed_classes(built: &build::Built, choice: &Choice, options: &Options) -> std::collections::BTreeSet<String> {
+fn compressed_classes(
+    built: &build::Built,
+    choice: &Choice,
+    options: &Options,
+) -> std::collections::BTreeMap<String, String> {
     let Some(compression) = &options.compression else { return Default::default() };
     let egraph = &built.egraph;
     class_names_of(built)
         .into_iter()
-        .filter(|(class, _)| {
-            choice.chosen.get(class).is_some_and(|node| compression.is_layer_alternative(egraph, node))
+        .filter_map(|(class, name)| {
+            let node = choice.chosen.get(&class).filter(|node| compression.is_layer_alternative(egraph, node))?;
+            Some((name, chosen_identity(egraph, node)))
         })
-        .map(|(_, name)| name)
         .collect()
+}
+
+/// The [`alternatives::identity`] of the alternative a layer's e-node stands for.
+fn chosen_identity(egraph: &analysis::Graph, node: &language::Onnx) -> String {
+    let record = alternatives::approximation_of(egraph, node).and_then(|a| egraph.analysis.alternatives.get(a));
+    record.map(alternatives::identity).unwrap_or_default()
 }
 
 /// Optimizes a model whose shapes were inferred; the result is not re-inferred.
@@ -630,7 +641,9 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
             // The choice made on the model at its representative shape, layer by layer.
             let names = class_names_of(&built);
             costs.prefer(|class, node| match names.get(&class) {
-                Some(name) if pinned.contains(name) => compression.is_layer_alternative(egraph, node),
+                Some(name) if pinned.contains_key(name) => {
+                    compression.is_layer_alternative(egraph, node) && chosen_identity(egraph, node) == pinned[name]
+                }
                 Some(_) => !compression.offers(egraph, node),
                 None => false,
             });

@@ -75,6 +75,16 @@ impl Family for LowRank {
         APPLIERS
     }
 
+    fn default_budget(&self) -> f64 {
+        0.05
+    }
+
+    /// A forced share can cost a lot of accuracy by the user's choice; only
+    /// an output as far from the float one as the float one is large is broken.
+    fn broken_rel_l2(&self) -> f64 {
+        1.0
+    }
+
     fn measured_operators(&self) -> &'static [&'static str] {
         &["Conv", "MatMul", "Gemm"]
     }
