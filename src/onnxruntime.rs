@@ -211,8 +211,18 @@ pub fn outputs(
     level: GraphOptimization,
     samples: &[Vec<NamedTensor>],
 ) -> Result<SampleOutputs, String> {
+    owned_outputs(model.clone(), label, level, samples)
+}
+
+/// [`outputs`] of a model handed over (not copied to be written).
+pub fn owned_outputs(
+    model: crate::ir::Model,
+    label: &Path,
+    level: GraphOptimization,
+    samples: &[Vec<NamedTensor>],
+) -> Result<SampleOutputs, String> {
     use prost::Message;
-    let proto = crate::ir::export(model.clone()).map_err(|reason| format!("{}: {reason}", label.display()))?;
+    let proto = crate::ir::export(model).map_err(|reason| format!("{}: {reason}", label.display()))?;
     let mut session = OrtSession::from_bytes(&proto.encode_to_vec(), label, level).map_err(|e| e.to_string())?;
     samples.iter().map(|sample| session.run(sample).map_err(|e| e.to_string())).collect()
 }

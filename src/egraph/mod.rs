@@ -22,6 +22,7 @@ pub mod language;
 pub mod nodes;
 pub mod rules;
 pub mod sensitivity;
+pub mod suffix;
 #[cfg(test)]
 mod tests;
 
