@@ -425,7 +425,12 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
             anyhow::bail!("--budget must be a number >= 0 or inf, not {budget}")
         }
         Some(budget) => budget,
-        None => families_enabled.iter().filter(|&&(_, auto)| auto).map(|(f, _)| f.default_budget()).reduce(f64::min).unwrap_or(0.0),
+        None => families_enabled
+            .iter()
+            .filter(|&&(_, auto)| auto)
+            .map(|(f, _)| f.default_budget())
+            .reduce(f64::min)
+            .unwrap_or(0.0),
     };
     let mut tolerance = Tolerance { rtol: args.rtol, atol: args.atol, max_rel_l2: args.max_rel_l2, min_top1: None };
     let no_tolerance_given = args.rtol.is_none() && args.atol.is_none() && args.max_rel_l2.is_none();
@@ -657,11 +662,9 @@ const EXACT_ATOL: f64 = 1e-4;
 /// Calibration samples whose median shape measured operator latencies are taken at.
 const MEDIAN_SHAPE_SAMPLES: usize = 64;
 
-
 /// A budgeted mode without a tolerance given verifies against this many
 /// times `--budget` (0.1 at the default budget).
 const VERIFY_BUDGET_MARGIN: f64 = 2.0;
-
 
 /// The `quant` family's settings from the flags, checked.
 fn quant_settings(

@@ -116,6 +116,9 @@ pub fn table(report: &OptimizeReport) -> String {
     for section in report.engine.iter().flat_map(|e| &e.sections.0) {
         section.table(&mut out);
     }
+    if let Some(engine) = report.engine.as_ref() {
+        kept_float(engine, report.objective, &mut out);
+    }
     if let Some(engine) = report.engine.as_ref().filter(|e| !e.timing_shapes.is_empty()) {
         let _ = writeln!(out, "latencies measured at: {}", engine.timing_shapes.join(", "));
     }
@@ -152,4 +155,33 @@ pub fn table(report: &OptimizeReport) -> String {
         None => {}
     }
     out
+}
+
+/// Alternatives listed in the text when a budgeted run keeps every layer float.
+const KEPT_FLOAT_LINES: usize = 20;
+
+/// When a budgeted run kept every layer float: what ruled each alternative
+/// out, its measured error and its cost beside the layer's (the JSON
+/// report's `engine.layer_sensitivity` has them all).
+fn kept_float(engine: &EngineReport, objective: Objective, out: &mut String) {
+    let compressed: usize = engine.sections.0.iter().map(|s| s.compressed_layers()).sum();
+    if compressed > 0 || engine.layer_sensitivity.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "kept float; each alternative's measured error, and its cost beside the layer's:");
+    for layer in engine.layer_sensitivity.iter().take(KEPT_FLOAT_LINES) {
+        let (scale, unit) = match objective {
+            Objective::Latency => (1e3, "ms"),
+            Objective::Energy => (1e3, "mJ"),
+            Objective::Size => (1.0, "bytes"),
+        };
+        let cost = layer.cost.map_or("not priced".to_string(), |c| {
+            format!("{:.3} {unit} -> {:.3} {unit}", c.layer * scale, c.alternative * scale)
+        });
+        let _ = writeln!(out, "  {} {}: error {:.2e}, {cost}", layer.value, layer.alternative, layer.error);
+    }
+    if engine.layer_sensitivity.len() > KEPT_FLOAT_LINES {
+        let more = engine.layer_sensitivity.len() - KEPT_FLOAT_LINES;
+        let _ = writeln!(out, "  ... {more} more in the JSON report (engine.layer_sensitivity)");
+    }
 }

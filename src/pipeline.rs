@@ -660,7 +660,14 @@ fn optimize_once(
             c.measured_errors = measured.by_alternative;
         }
         let (optimized, report) = optimize_once(model, path, fixed, &measured_options)?;
-        return Ok((optimized, report.map(|r| EngineReport { layer_sensitivity: measured.layers, ..r })));
+        let report = report.map(|r| {
+            let mut layer_sensitivity = measured.layers;
+            for layer in &mut layer_sensitivity {
+                layer.cost = layer.keys.iter().find_map(|key| r.alternative_costs.get(key)).copied();
+            }
+            EngineReport { layer_sensitivity, ..r }
+        });
+        return Ok((optimized, report));
     }
     let (mut optimized, mut report) = match compression
         .filter(|c| c.measure && !c.forced() && c.pinned.is_none() && samples::has_open_dims(&model))
@@ -732,6 +739,7 @@ fn optimize_at_representative_shape(
         extraction: chosen.extraction,
         measured_configurations: chosen.measured_configurations,
         operator_timings: chosen.operator_timings,
+        alternative_costs: chosen.alternative_costs,
         timing_shapes,
         ..report
     };

@@ -80,9 +80,23 @@ fn budgeted_factorization_of_a_trained_model_keeps_what_fits_and_is_timed() {
     let report = report_of(&report);
     let engine = &report["engine"];
     assert_eq!(engine["lowrank"]["settings"]["data_aware"], true);
-    // Every layer's factorized forms were measured on the output.
+    // Every layer's factorized forms were measured on the output, and
+    // priced beside the layer (the report says what ruled each out).
     let measured = engine["layer_sensitivity"].as_array().unwrap();
     assert!(!measured.is_empty(), "{engine}");
+    // (A layer of a few hundred MACs can time at 0 beside the session's overhead.)
+    let mut priced = 0;
+    for alternative in measured {
+        let cost = &alternative["cost"];
+        let (layer, factorized) = (cost["layer"].as_f64().unwrap(), cost["alternative"].as_f64().unwrap());
+        assert!((0.0..1.0).contains(&layer) && (0.0..1.0).contains(&factorized), "{alternative}");
+        priced += usize::from(layer > 0.0 && factorized > 0.0);
+    }
+    assert!(priced * 2 > measured.len(), "most alternatives are priced above 0: {measured:?}");
+    // The written model reproduces the output error measured for it on the probe.
+    let probe = &report["verification"]["probe"];
+    let (written, chosen) = (probe["written"].as_f64().unwrap(), engine["probe_error"].as_f64().unwrap());
+    assert!((written - chosen).abs() <= 1e-4 + 0.01 * chosen, "{probe} vs {chosen}");
     for layer in engine["lowrank"]["layers"].as_array().unwrap() {
         assert_eq!(layer["measured"], true, "{layer}");
     }

@@ -210,6 +210,11 @@ const EXCLUDED_COST: f64 = 1e12;
 const DISPREFERRED_COST: f64 = 1e6;
 
 impl NodeCosts {
+    /// The e-nodes of `class` (canonical id) with their own cost, children not counted.
+    pub fn of_class(&self, class: Id) -> impl Iterator<Item = (&Onnx, f64)> {
+        self.index.get(&class).into_iter().flat_map(|&i| self.nodes[i].iter().map(|c| (&c.node, c.cost)))
+    }
+
     /// Makes every class that holds a node `preferred` says yes to (given
     /// the class and the node) choose such a node whenever it can (the others
     /// cost [`DISPREFERRED_COST`] more).

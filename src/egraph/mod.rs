@@ -10,6 +10,7 @@
 //! time limit is a safety net far above them).
 
 pub mod activations;
+pub mod alternative_costs;
 pub mod alternatives;
 pub mod analysis;
 pub mod appliers;
@@ -243,6 +244,10 @@ pub struct EngineReport {
     pub end_to_end: Vec<CandidateTiming>,
     /// How the kept candidate was chosen: each comparison of timed candidates.
     pub end_to_end_decisions: Vec<CandidateComparison>,
+    /// Each layer alternative's cost beside its layer's, as extraction
+    /// priced them, by [`alternatives::measured_key`].
+    #[serde(skip)]
+    pub alternative_costs: std::collections::BTreeMap<String, alternative_costs::AlternativeCost>,
     /// The kept model's output error on the probe samples (relative L2
     /// against the float model, as ONNX Runtime deploys it), when the run
     /// had probe samples: verification checks the written model reproduces it.
@@ -633,6 +638,16 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
     };
     let mut costs = extract::NodeCosts::new(&built.egraph, &options.profile, options.objective, measured.as_mut());
     drop(measured);
+    let alternative_costs = match &options.compression {
+        Some(compression) => {
+            let mut names: HashMap<egg::Id, Vec<String>> = HashMap::new();
+            for (class, name) in &built.value_names {
+                names.entry(built.egraph.find(*class)).or_default().push(name.clone());
+            }
+            alternative_costs::alternative_costs(&built.egraph, &costs, compression, &names)
+        }
+        None => Default::default(),
+    };
     if let Some(error) = table.as_ref().and_then(|t| t.error.clone()) {
         return Err(EgraphError::Measure(error.to_string()));
     }
@@ -704,6 +719,7 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
         timing_shapes,
         end_to_end: Vec::new(),
         end_to_end_decisions: Vec::new(),
+        alternative_costs,
         probe_error: None,
         layer_sensitivity: Vec::new(),
         sections,

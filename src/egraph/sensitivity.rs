@@ -68,6 +68,9 @@ pub struct LayerSensitivity {
     /// Whether it ran cut to its suffix (else whole).
     #[serde(skip)]
     pub suffix: bool,
+    /// Its cost beside the layer's, as the extraction that chose with this
+    /// error priced them (filled in by the pipeline).
+    pub cost: Option<super::alternative_costs::AlternativeCost>,
 }
 
 /// What [`measure`] found.
@@ -182,7 +185,7 @@ fn measure_with(
             }
             Err(reason) => (UNRUNNABLE_ERROR, Some(reason)),
         };
-        LayerSensitivity { value, alternative, error, failure, keys, suffix: ran_suffix }
+        LayerSensitivity { value, alternative, error, failure, keys, suffix: ran_suffix, cost: None }
     };
     // Each variant holds about three copies of the weights at once (the
     // exported model, its encoding, ONNX Runtime's session).
