@@ -249,9 +249,11 @@ pub fn summarize(model: &Model, profile: &DeviceProfile) -> Summary {
 /// (`--quantize auto`, `--lowrank auto`) also builds the float-only and the
 /// fully compressed candidates (and, when the budgeted one's measured error
 /// left room or went over, up to [`SEARCH_ATTEMPTS`] more at wider or
-/// narrower summed budgets: [`BudgetSearch`]), times them side by side in ONNX Runtime and keeps the fastest whose deployed
-/// output error on the probe samples fits `--budget`, so the result is never
-/// slower than float on the deployment runtime.
+/// narrower summed budgets: [`BudgetSearch`]), times them side by side in
+/// ONNX Runtime and keeps the fastest whose deployed output error on the
+/// probe samples fits `--budget`, so the result is never slower than float
+/// on the deployment runtime. Every run with probe samples reports the kept
+/// model's error on them ([`EngineReport::probe_error`]).
 pub fn optimize(
     model: Model,
     path: &Path,
