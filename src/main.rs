@@ -437,7 +437,7 @@ fn optimize(args: OptimizeArgs) -> Result<Outcome> {
     if no_tolerance_given && budgeted && budget.is_finite() {
         // The probe error fits --budget; other samples may read a few times
         // higher (held-out quantization errors 1.3-3x the probe's).
-        tolerance.max_rel_l2 = Some(VERIFY_BUDGET_MARGIN * budget);
+        tolerance.max_rel_l2 = Some((VERIFY_BUDGET_MARGIN * budget).max(VERIFY_BUDGET_FLOOR));
     } else if no_tolerance_given && !families_enabled.is_empty() {
         // A forced mode is the user's accuracy choice: verification checks
         // the written model reproduces the error measured for it, and
@@ -663,8 +663,11 @@ const EXACT_ATOL: f64 = 1e-4;
 const MEDIAN_SHAPE_SAMPLES: usize = 64;
 
 /// A budgeted mode without a tolerance given verifies against this many
-/// times `--budget` (0.1 at the default budget).
+/// times `--budget` (0.1 at the default budget),
 const VERIFY_BUDGET_MARGIN: f64 = 2.0;
+/// and at least this: a budget of 0 keeps every layer float, whose exact
+/// rewrites still reorder float arithmetic (PP-OCR det: rel L2 2e-6).
+const VERIFY_BUDGET_FLOOR: f64 = 1e-3;
 
 /// The `quant` family's settings from the flags, checked.
 fn quant_settings(
