@@ -5,7 +5,8 @@
 //! and the result was timed against float; spatial SVD and Tucker-2 as
 //! written compute their reconstructed kernels with the layer's strides,
 //! pads and dilations; `--lowrank-form best` offers the form of lowest
-//! estimated error; bad values are exit 2.
+//! estimated error; with `--quantize`, forced forms land together and the
+//! budgeted families share one budget; bad values are exit 2.
 
 mod common;
 
@@ -522,4 +523,39 @@ fn a_bad_lowrank_form_is_exit_2_with_nothing_written() {
     let run = optimize(&["--lowrank-form", "svd"]);
     assert_eq!(run.status.code(), Some(2), "{}", common::stderr(&run));
     assert!(!out.exists());
+}
+
+/// Low-rank with quantization: forced, both forms land in the written model;
+/// budgeted, the two families share one `--budget`, measured end to end.
+#[test]
+fn lowrank_and_quantization_together_share_one_budget() {
+    let Some(cls) = common::fetched("ppocr_cls") else { return };
+    let data = cls.path.parent().unwrap().to_str().unwrap().to_string();
+    let shapes: Vec<&str> = cls.input_shapes.iter().flat_map(|s| ["--input-shape", s.as_str()]).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let forced = dir.path().join("forced.onnx");
+    let flags = [&["--lowrank", "0.5", "--quantize", "all", "--calib", &data][..], &shapes].concat();
+    let report = optimized(&cls.path, &forced, &flags);
+    assert!(!report["engine"]["lowrank"]["layers"].as_array().unwrap().is_empty(), "{report}");
+    assert!(count(&forced, "QuantizeLinear") > 0 && count(&forced, "Conv") > count(&cls.path, "Conv"));
+    let budgeted = dir.path().join("budgeted.onnx");
+    let flags =
+        [&["--lowrank", "auto", "--quantize", "auto", "--calib", &data, "--budget", "0.05"][..], &shapes].concat();
+    let report = optimized(&cls.path, &budgeted, &flags);
+    let engine = &report["engine"];
+    assert!(engine["lowrank"].is_object() && engine["quantization"].is_object(), "{engine}");
+    // Every alternative of both families was measured alone on the output,
+    let families: std::collections::BTreeSet<&str> = engine["layer_sensitivity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| if l["alternative"]["rank"].is_null() { "quant" } else { "lowrank" })
+        .collect();
+    assert_eq!(families.len(), 2, "{families:?}");
+    // and the kept candidate's deployed error fits the one budget.
+    let timed = engine["end_to_end"].as_array().unwrap();
+    let chosen: Vec<&serde_json::Value> = timed.iter().filter(|c| c["chosen"] == true).collect();
+    assert_eq!(chosen.len(), 1, "{timed:?}");
+    assert!(chosen[0]["output_error"].as_f64().unwrap() <= 0.05, "{timed:?}");
+    assert_eq!(report["budget"], 0.05);
 }
