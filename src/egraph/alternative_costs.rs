@@ -33,6 +33,7 @@ pub fn alternative_costs(
     compression: &Compression,
     names: &HashMap<Id, Vec<String>>,
 ) -> BTreeMap<String, AlternativeCost> {
+    let named: HashSet<Id> = names.keys().map(|&c| egraph.find(c)).collect();
     let mut found = BTreeMap::new();
     for (&class, layer_names) in names {
         let class = egraph.find(class);
@@ -42,7 +43,7 @@ pub fn alternative_costs(
             let Some(record) = approximation_of(egraph, node).and_then(|a| egraph.analysis.alternatives.get(a)) else {
                 continue;
             };
-            let alternative = own_cost(egraph, costs, class, node, names);
+            let alternative = own_cost(egraph, costs, class, node, &named);
             for name in layer_names {
                 found.insert(measured_key(name, record), AlternativeCost { layer, alternative });
             }
@@ -58,9 +59,8 @@ fn cheapest(costs: &NodeCosts, class: Id, eligible: impl Fn(&Onnx) -> bool) -> O
 
 /// The summed cost of `node` (in `class`; an approximation itself costs
 /// nothing) and of the classes only it reaches (down to the input model's
-/// values), each at its cheapest operator.
-fn own_cost(egraph: &Graph, costs: &NodeCosts, class: Id, node: &Onnx, names: &HashMap<Id, Vec<String>>) -> f64 {
-    let named: HashSet<Id> = names.keys().map(|&c| egraph.find(c)).collect();
+/// values, the `named` classes), each at its cheapest operator.
+fn own_cost(egraph: &Graph, costs: &NodeCosts, class: Id, node: &Onnx, named: &HashSet<Id>) -> f64 {
     let mut seen: HashSet<Id> = HashSet::from([class]);
     let mut pending: Vec<Id> = node.children().iter().map(|&c| egraph.find(c)).collect();
     let canonical = node.clone().map_children(|c| egraph.find(c));

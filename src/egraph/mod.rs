@@ -638,6 +638,9 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
     };
     let mut costs = extract::NodeCosts::new(&built.egraph, &options.profile, options.objective, measured.as_mut());
     drop(measured);
+    if let Some(error) = table.as_ref().and_then(|t| t.error.clone()) {
+        return Err(EgraphError::Measure(error.to_string()));
+    }
     let alternative_costs = match &options.compression {
         Some(compression) => {
             let mut names: HashMap<egg::Id, Vec<String>> = HashMap::new();
@@ -648,9 +651,6 @@ pub fn optimize(model: &Model, options: &Options) -> Result<(Model, EngineReport
         }
         None => Default::default(),
     };
-    if let Some(error) = table.as_ref().and_then(|t| t.error.clone()) {
-        return Err(EgraphError::Measure(error.to_string()));
-    }
     if let Some(compression) = &options.compression {
         let egraph = &built.egraph;
         if let Some(pinned) = &compression.pinned {
